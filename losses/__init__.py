@@ -1,0 +1,1 @@
+"""Losses: small callables taking networks and a batch."""

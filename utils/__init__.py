@@ -1,0 +1,1 @@
+"""Targets, metrics, flags, run folders, plotting and the shared training loop."""

@@ -1,0 +1,154 @@
+"""Command-line flags shared by every training script, their validation, and one-line errors (exit code 2)."""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import Callable
+
+import torch
+
+from losses.vardiu import WEIGHT_POWERS
+from utils.targets import TARGETS
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr with exit code 2, never as a traceback."""
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line (what is wrong and what to do) with exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def exit_on_usage_error(main: Callable[..., int | None]) -> Callable[..., int | None]:
+    """Decorator for entry points: a UsageError becomes one line on stderr and exit code 2."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UsageError as err:
+            prog = sys.argv[0].rsplit("/", 1)[-1] or "vardiu"
+            print(f"{prog}: error: {err}", file=sys.stderr)
+            raise SystemExit(2)
+
+    return wrapped
+
+
+def training_parser(description: str, default_lr: float = 1e-4) -> Parser:
+    """Flags common to all training scripts. Defaults follow the reference repo (DESIGN.md section 3)."""
+    p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("target and score")
+    g.add_argument("--target", default="mog40", choices=sorted(TARGETS), help="target distribution")
+    g.add_argument("--true_score", "-true_score", action="store_true",
+                   help="use the target's analytic diffused score instead of a teacher denoiser")
+
+    g = p.add_argument_group("noise levels and weighting")
+    g.add_argument("--sigma_min", type=float, default=0.1, help="smallest noise level")
+    g.add_argument("--sigma_max", type=float, default=20.0, help="largest noise level")
+    g.add_argument("--weight", default="sigma2", choices=list(WEIGHT_POWERS),
+                   help="w(sigma) = (sigma/sigma_max)^k, k = 1, 2, 4; or 1 everywhere (uniform)")
+    g.add_argument("--power", type=float, default=2.0,
+                   help="cap of the annealed power p in sigma = sigma_min + u^p (sigma_max - sigma_min)")
+    g.add_argument("--power_start", type=float, default=0.1, help="power p at iteration 0")
+    g.add_argument("--power_step", type=float, default=0.01, help="increase of p every --power_interval iterations")
+    g.add_argument("--power_interval", type=int, default=1000, help="iterations between increases of p")
+    g.add_argument("--power_uncapped", action="store_true", help="let p grow without the --power cap")
+    g.add_argument("--no_antithetic", action="store_true",
+                   help="draw independent eps for every sample instead of (eps, -eps) pairs")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--max_iter", type=int, default=1_000_000, help="training iterations")
+    g.add_argument("--batch_size", type=int, default=1024, help="samples per iteration (pairs x 2 when antithetic)")
+    g.add_argument("--lr", type=float, default=default_lr, help="generator learning rate (Adam)")
+    g.add_argument("--grad_clip", type=float, default=10.0, help="gradient-norm clip per network (0: off)")
+    g.add_argument("--ema_decay", type=float, default=0.0,
+                   help="generator EMA decay (0: off); when on, evaluation uses the EMA weights")
+    g.add_argument("--width", type=int, default=400, help="hidden units of every MLP")
+    g.add_argument("--depth", type=int, default=4, help="hidden layers of every MLP")
+    g.add_argument("--seed", type=int, default=0, help="random seed")
+    g.add_argument("--device", default=None,
+                   help="torch device, e.g. cpu, cuda, cuda:0 (default: cuda if available, else cpu)")
+
+    g = p.add_argument_group("evaluation, outputs and logging")
+    g.add_argument("--show_iter", type=int, default=1000, help="iterations between evaluations")
+    g.add_argument("--eval_samples", type=int, default=10_000, help="generator and target samples per evaluation")
+    g.add_argument("--plot_every", type=int, default=10,
+                   help="plot samples every this many evaluations (0: only the final one)")
+    g.add_argument("--save_every", type=int, default=100_000,
+                   help="keep a numbered checkpoint every this many iterations (0: only the latest)")
+    g.add_argument("--out_dir", default="runs", help="folder that holds run folders")
+    g.add_argument("--name", default=None, help="run folder name (default: built from the method and flags); "
+                   "an existing folder is never overwritten: a suffix _1, _2, ... is added")
+    g.add_argument("--load", default=None, metavar="CKPT",
+                   help="resume from a checkpoint file or a run folder (continues that run in its folder)")
+    g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to the run folder")
+    g.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs wandb installed)")
+    g.add_argument("--wandb_project", default="vardiu", help="Weights & Biases project name")
+    g.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def add_posterior_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of the VarDiU scripts' posterior q(z | x_t, sigma)."""
+    parser.add_argument("--posterior_lr", type=float, default=None,
+                        help="posterior learning rate (Adam; default: --lr)")
+
+
+def validate_training_args(args: argparse.Namespace) -> None:
+    """Raise UsageError with one clear sentence for impossible settings."""
+    positive_ints = ["max_iter", "batch_size", "show_iter", "eval_samples", "power_interval", "width", "depth"]
+    for name in positive_ints:
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    for name in ["plot_every", "save_every"]:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name} must be 0 or positive, got {getattr(args, name)}")
+    for name in ["sigma_min", "sigma_max", "lr", "power", "power_start"]:
+        value = getattr(args, name)
+        if not value > 0 or value == float("inf"):
+            raise UsageError(f"--{name} must be a positive finite number, got {value}")
+    if getattr(args, "posterior_lr", None) is not None and not args.posterior_lr > 0:
+        raise UsageError(f"--posterior_lr must be positive, got {args.posterior_lr}")
+    if args.power_step < 0:
+        raise UsageError(f"--power_step must be 0 or positive, got {args.power_step}")
+    if args.sigma_min >= args.sigma_max:
+        raise UsageError(f"--sigma_min ({args.sigma_min}) must be smaller than --sigma_max ({args.sigma_max})")
+    if args.grad_clip < 0:
+        raise UsageError(f"--grad_clip must be 0 (off) or positive, got {args.grad_clip}")
+    if not 0.0 <= args.ema_decay < 1.0:
+        raise UsageError(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
+    if not args.no_antithetic and args.batch_size % 2:
+        raise UsageError(f"--batch_size must be even for antithetic (eps, -eps) pairs, got {args.batch_size}; "
+                         "use an even size or pass --no_antithetic")
+
+
+def resolve_device(spec: str | None) -> torch.device:
+    """The torch device for a --device value.
+
+    None -> cuda if available else cpu. A CUDA device on a machine without CUDA warns once and falls back to
+    the CPU; a CUDA index that does not exist, or a string torch does not understand, is a UsageError.
+    """
+    if spec is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {spec!r} is not a device torch understands; use cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise UsageError(f"--device {spec!r}: only cpu and cuda devices are supported")
+    if not torch.cuda.is_available():
+        print(f"warning: --device {spec}: CUDA is not available on this machine; running on the CPU",
+              file=sys.stderr)
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    index = device.index if device.index is not None else 0
+    if index >= count:
+        names = ", ".join(f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(count))
+        raise UsageError(f"--device {spec}: no such CUDA device; this machine has {names}")
+    return torch.device("cuda", index)

@@ -1,0 +1,61 @@
+"""Figures of a run: samples over the target's log-density contours, and metric curves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from utils.targets import GaussianMixture  # noqa: E402
+
+
+def plot_limits(target: GaussianMixture, margin_stds: float = 4.0) -> tuple[float, float]:
+    """A square window [lo, hi] that holds every mode with a margin."""
+    means = target.means.cpu()
+    return float(means.min()) - margin_stds * target.std, float(means.max()) + margin_stds * target.std
+
+
+def plot_samples(samples: torch.Tensor | np.ndarray, target: GaussianMixture, path: str | Path, title: str = "",
+                 max_points: int = 5000) -> None:
+    """Scatter (up to max_points of) 2-D samples [N, 2] over the target's log-density contours."""
+    samples = np.asarray(samples.cpu() if torch.is_tensor(samples) else samples)[:max_points]
+    lo, hi = plot_limits(target)
+    grid = torch.linspace(lo, hi, 200)
+    xx, yy = torch.meshgrid(grid, grid, indexing="xy")
+    cpu_target = GaussianMixture(target.means.cpu(), target.std, target.name)
+    logp = cpu_target.log_prob(torch.stack([xx.reshape(-1), yy.reshape(-1)], -1)).reshape(200, 200)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.contour(xx.numpy(), yy.numpy(), logp.clamp_min(-50).numpy(), levels=25, linewidths=0.5, cmap="viridis")
+    ax.scatter(samples[:, 0], samples[:, 1], s=2, c="tab:red", alpha=0.5, linewidths=0)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_metrics(history: list[dict], path: str | Path, reference_logpd: float | None = None) -> None:
+    """Log density and log MMD against iterations for one run."""
+    if not history:
+        return
+    it = [r["iteration"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    axes[0].plot(it, [r["logpd"] for r in history])
+    if reference_logpd is not None:
+        axes[0].axhline(reference_logpd, color="gray", ls="--", lw=1, label="true samples")
+        axes[0].legend(fontsize=8)
+    axes[0].set_ylabel("mean log density")
+    axes[1].plot(it, [r["log_mmd"] for r in history])
+    axes[1].set_ylabel("log MMD")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
