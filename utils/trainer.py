@@ -105,7 +105,7 @@ def resume_args(args: argparse.Namespace, typed: set[str], config: dict, script:
             raise UsageError(f"--{name} cannot change when resuming (the run has {config[name]!r}); "
                              "start a new run instead")
     merged = {k: v for k, v in config.items() if k in vars(args)}
-    merged.update({k: getattr(args, k) for k in RESUME_OVERRIDABLE})
+    merged.update({k: getattr(args, k) for k in (typed & RESUME_OVERRIDABLE) | {"load"}})
     return argparse.Namespace(**merged)
 
 
@@ -182,7 +182,7 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
         (run_dir / sub).mkdir(exist_ok=True)
 
     config = dict(vars(args), script=script, run_dir=str(run_dir), device_resolved=str(device),
-                  torch_version=torch.__version__)
+                  torch_version=str(torch.__version__))
     write_json(run_dir / "config.json", config)
     log = MetricsLog(run_dir, history)
     loggers = ExternalLoggers(run_dir, config, args.tensorboard, args.wandb, args.wandb_project)
@@ -222,8 +222,7 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
         finite = finite_samples and all(math.isfinite(v) for v in means.values())
         if finite:
             np.save(run_dir / "samples.npy", samples.cpu().numpy())
-            n_eval = len(log.history) + 1
-            if final or (args.plot_every and n_eval % args.plot_every == 0):
+            if final or (args.plot_every and iteration % (args.plot_every * args.show_iter) == 0):
                 plot_samples(samples, target, run_dir / "plots" / f"samples_{iteration:07d}.png",
                              title=f"{run_dir.name}\niter {iteration}  logpd {row['logpd']:.3f}  "
                                    f"logMMD {row['log_mmd']:.2f}")
@@ -237,6 +236,7 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
             row.pop("_finite")
             log.append(row)
             loggers.log(row)
+            checkpoint(0)
         t_train = time.perf_counter()
         for it in range(start, args.max_iter):
             power_t.fill_(annealed_power(it, args.power_start, args.power_step, args.power_interval,

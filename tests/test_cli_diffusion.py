@@ -1,0 +1,159 @@
+"""End to end: train_upper_diffusion.py writes every output, resumes exactly, and rejects bad input cleanly."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_script
+from utils.run_io import METRIC_COLUMNS
+
+SCRIPT = "train_upper_diffusion.py"
+PUBLISHED = ["-true_score", "--sigma_min", "0.1", "--sigma_max", "20", "--power", "2.0", "--device", "cuda:0",
+             "--weight", "sigma2", "--seed", "0"]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_complete_run_folder(run_dir: Path, iterations: list[int], eval_samples: int) -> None:
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["max_iter"] == iterations[-1]
+    rows = read_metrics(run_dir)
+    assert list(rows[0].keys()) == METRIC_COLUMNS
+    assert [int(r["iteration"]) for r in rows] == iterations
+    for name, key in [("logpd_list", "logpd"), ("MMD_list", "mmd"), ("time_list", "train_time")]:
+        values = json.loads((run_dir / "lists" / f"{name}.json").read_text())
+        assert values == pytest.approx([float(r[key]) for r in rows])
+    samples = np.load(run_dir / "samples.npy")
+    assert samples.shape == (eval_samples, 2) and np.isfinite(samples).all()
+    assert (run_dir / "plots" / f"samples_{iterations[-1]:07d}.png").stat().st_size > 1000
+    assert (run_dir / "plots" / "metrics.png").is_file()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["iteration"] == iterations[-1]
+    assert {"generator", "posterior"} <= ckpt["modules"].keys()
+    assert {"generator", "posterior"} <= ckpt["optimizers"].keys()
+
+
+def test_published_command_runs_and_writes_every_output(tmp_path, tiny):
+    res = run_script(SCRIPT, *PUBLISHED, *tiny, "--max_iter", "30", "--show_iter", "10", "--plot_every", "2",
+                     "--out_dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    run_dir = tmp_path / "vardiu_gaussian_mog40_true_score_sigma2_seed0"
+    assert_complete_run_folder(run_dir, [0, 10, 20, 30], 400)
+    assert (run_dir / "plots" / "samples_0000020.png").is_file()  # every 2nd evaluation
+    rows = read_metrics(run_dir)
+    assert all(np.isfinite(float(r["loss"])) and np.isfinite(float(r["bound"])) for r in rows[1:])
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in res.stderr
+    # A second run with the same flags gets a new folder; the first is untouched.
+    before = (run_dir / "metrics.csv").read_text()
+    res2 = run_script(SCRIPT, *PUBLISHED, *tiny, "--max_iter", "10", "--show_iter", "10", "--out_dir", str(tmp_path))
+    assert res2.returncode == 0, res2.stderr
+    assert (tmp_path / "vardiu_gaussian_mog40_true_score_sigma2_seed0_1" / "metrics.csv").is_file()
+    assert (run_dir / "metrics.csv").read_text() == before
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, tiny):
+    common = ["--true_score", *tiny, "--target", "mog9", "--sigma_max", "5", "--show_iter", "10",
+              "--ema_decay", "0.9", "--device", "cpu", "--out_dir", str(tmp_path)]
+    full = run_script(SCRIPT, *common, "--max_iter", "40", "--name", "full")
+    part = run_script(SCRIPT, *common, "--max_iter", "20", "--name", "part")
+    assert full.returncode == 0 and part.returncode == 0, full.stderr + part.stderr
+    resumed = run_script(SCRIPT, "--load", str(tmp_path / "part"), "--max_iter", "40", "--no_progress")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "part")
+    assert len(a) == len(b) == 5
+    for ra, rb in zip(a, b):
+        for key in METRIC_COLUMNS:
+            if key not in ("wall_time", "train_time"):
+                assert ra[key] == rb[key], (key, ra, rb)
+    assert np.array_equal(np.load(tmp_path / "full" / "samples.npy"), np.load(tmp_path / "part" / "samples.npy"))
+    assert len(json.loads((tmp_path / "part" / "lists" / "logpd_list.json").read_text())) == 5
+
+
+def test_resume_rejects_changed_training_flags(tmp_path, tiny):
+    res = run_script(SCRIPT, "--true_score", *tiny, "--max_iter", "10", "--show_iter", "10", "--out_dir",
+                     str(tmp_path), "--name", "r")
+    assert res.returncode == 0, res.stderr
+    res = run_script(SCRIPT, "--load", str(tmp_path / "r"), "--max_iter", "20", "--lr", "0.1")
+    assert res.returncode == 2 and "--lr cannot change when resuming" in res.stderr
+    res = run_script(SCRIPT, "--load", str(tmp_path / "r"), "--max_iter", "10")
+    assert res.returncode == 2 and "already at iteration 10" in res.stderr
+
+
+def corrupt_file(tmp_path: Path) -> str:
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"not a checkpoint at all")
+    return str(path)
+
+
+BAD_INPUTS = [
+    (["--sigma_min", "5", "--sigma_max", "1"], "must be smaller than --sigma_max"),
+    (["--sigma_min", "2", "--sigma_max", "2"], "must be smaller than --sigma_max"),
+    (["--sigma_min", "0"], "--sigma_min must be a positive"),
+    (["--sigma_max", "-3"], "--sigma_max must be a positive"),
+    (["--max_iter", "0"], "--max_iter must be a positive integer"),
+    (["--max_iter", "-5"], "--max_iter must be a positive integer"),
+    (["--batch_size", "0"], "--batch_size must be a positive integer"),
+    (["--batch_size", "63"], "must be even for antithetic"),
+    (["--show_iter", "0"], "--show_iter must be a positive integer"),
+    (["--weight", "sigma3"], "invalid choice: 'sigma3'"),
+    (["--target", "mog41"], "invalid choice: 'mog41'"),
+    (["--lr", "0"], "--lr must be a positive"),
+    (["--ema_decay", "1.0"], "--ema_decay must be in [0, 1)"),
+    (["--device", "tpu:0"], "--device"),
+    (["--device", "banana"], "--device 'banana' is not a device"),
+    (["--load", "/nonexistent/run"], "no checkpoint at"),
+    (["--load", "CORRUPT"], "not a readable checkpoint"),
+    (["--max_iter", "ten"], "invalid int value"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS)
+def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
+    args = [corrupt_file(tmp_path) if a == "CORRUPT" else a for a in args]
+    res = run_script(SCRIPT, "--true_score", "--out_dir", str(tmp_path / "runs"), *args)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert message in lines[0] and "Traceback" not in res.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_odd_batch_allowed_without_antithetic(tmp_path, tiny):
+    res = run_script(SCRIPT, "--true_score", *tiny, "--batch_size", "63", "--no_antithetic", "--max_iter", "5",
+                     "--show_iter", "5", "--out_dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+
+
+def test_teacher_mode_is_a_clear_error_until_a_teacher_exists(tmp_path):
+    res = run_script(SCRIPT, "--out_dir", str(tmp_path))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "--true_score" in res.stderr
+
+
+def test_wandb_without_the_package_is_a_clear_error(tmp_path, tiny):
+    pytest.importorskip("torch")
+    try:
+        import wandb  # noqa: F401
+        pytest.skip("wandb is installed here")
+    except ImportError:
+        pass
+    res = run_script(SCRIPT, "--true_score", *tiny, "--wandb", "--max_iter", "5", "--out_dir", str(tmp_path))
+    assert res.returncode == 2 and "pip install wandb" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_help_documents_every_flag_with_defaults():
+    res = run_script(SCRIPT, "--help")
+    assert res.returncode == 0
+    for flag in ["--true_score", "--sigma_min", "--sigma_max", "--power", "--weight", "--max_iter", "--seed",
+                 "--device", "--load", "--batch_size", "--lr", "--show_iter", "--plot_every", "--eval_samples",
+                 "--power_uncapped", "--no_antithetic", "--out_dir", "--ema_decay", "--tensorboard", "--wandb",
+                 "--posterior_lr", "--name", "--target"]:
+        assert flag in res.stdout
+    assert "(default: 1000000)" in res.stdout

@@ -1,0 +1,155 @@
+"""The VarDiU loss: noise sampling, antithetic pairs, weights, annealing, and the gradients of DESIGN.md s1."""
+import math
+
+import pytest
+import torch
+
+from losses.vardiu import (NoiseBatch, annealed_power, draw_noise, sample_sigma, sigma_weight, vardiu_bound_terms,
+                           vardiu_loss)
+from models import GaussianPosterior
+from utils.targets import mog9
+
+
+def test_antithetic_pairs_share_z_and_sigma_and_negate_eps():
+    torch.manual_seed(0)
+    nb = draw_noise(10, 2, 0.1, 20.0, 1.0, antithetic=True)
+    assert nb.z.shape == (10, 2) and nb.eps.shape == (10, 2) and nb.sigma.shape == (10,)
+    assert torch.equal(nb.z[:5], nb.z[5:])
+    assert torch.equal(nb.sigma[:5], nb.sigma[5:])
+    assert torch.equal(nb.eps[:5], -nb.eps[5:])
+    assert not torch.equal(nb.z[:5], nb.z[5:].flip(0))  # the pairs are distinct draws
+
+
+def test_without_antithetic_every_row_is_independent():
+    torch.manual_seed(0)
+    nb = draw_noise(7, 2, 0.1, 20.0, 1.0, antithetic=False)
+    assert nb.z.shape == (7, 2)
+    assert len(set(nb.sigma.tolist())) == 7
+    assert not torch.allclose(nb.eps[:3], -nb.eps[3:6])
+
+
+@pytest.mark.parametrize("power", [0.1, 1.0, 2.0])
+def test_sigma_sampler_has_the_stated_distribution(power):
+    """sigma = lo + u^p (hi - lo)  =>  P(sigma <= s) = ((s - lo) / (hi - lo))^(1/p)."""
+    torch.manual_seed(1)
+    lo, hi, n = 0.1, 20.0, 200_000
+    s = sample_sigma(n, lo, hi, torch.tensor(power))
+    assert float(s.min()) >= lo and float(s.max()) <= hi
+    for q in [1.0, 5.0, 10.0, 15.0]:
+        expected = ((q - lo) / (hi - lo)) ** (1 / power)
+        assert float((s <= q).double().mean()) == pytest.approx(expected, abs=4 * math.sqrt(0.25 / n))
+
+
+def test_sigma_weights():
+    s = torch.tensor([1.0, 10.0, 20.0])
+    assert torch.equal(sigma_weight(s, "uniform", 20.0), torch.ones(3))
+    assert torch.allclose(sigma_weight(s, "sigma", 20.0), s / 20)
+    assert torch.allclose(sigma_weight(s, "sigma2", 20.0), (s / 20) ** 2)
+    assert torch.allclose(sigma_weight(s, "sigma4", 20.0), (s / 20) ** 4)
+
+
+def test_annealed_power_schedule():
+    assert annealed_power(0) == pytest.approx(0.1)
+    assert annealed_power(999) == pytest.approx(0.1)
+    assert annealed_power(1000) == pytest.approx(0.11)
+    assert annealed_power(1_000_000) == pytest.approx(2.0)  # capped
+    assert annealed_power(1_000_000, cap=None) == pytest.approx(10.1)
+    assert annealed_power(250, start=0.5, step=0.1, interval=100, cap=None) == pytest.approx(0.7)
+
+
+class LinearGenerator(torch.nn.Module):
+    """x0 = A z + b, so dx0/dA_jk = delta_j z_k and dx0/db = I."""
+
+    def __init__(self, dim=2):
+        super().__init__()
+        self.dim = dim
+        self.A = torch.nn.Parameter(torch.tensor([[1.3, 0.4], [-0.2, 0.8]], dtype=torch.float64))
+        self.b = torch.nn.Parameter(torch.tensor([0.5, -1.0], dtype=torch.float64))
+
+    def forward(self, z):
+        return z @ self.A.T + self.b
+
+
+@pytest.mark.parametrize("weight", ["uniform", "sigma2"])
+def test_gradients_equal_hand_derived_formulas(weight):
+    torch.manual_seed(0)
+    gen = LinearGenerator()
+    post = GaussianPosterior(2, width=16, depth=2).double()
+    target = mog9()
+    nb = draw_noise(12, 2, 0.3, 5.0, 1.0, antithetic=True, dtype=torch.float64)
+    out = vardiu_loss(gen, post, nb, target.score, weight, 5.0)
+    out.loss.backward()
+
+    with torch.no_grad():
+        x_t = gen(nb.z) + nb.sigma[:, None] * nb.eps
+        w = sigma_weight(nb.sigma, weight, 5.0)
+        s_d = target.score(x_t, nb.sigma)
+
+    # grad_{x_t} log q by central finite differences (independent of autograd).
+    h = 1e-6
+    grad_x = torch.zeros_like(x_t)
+    for j in range(2):
+        e = torch.zeros_like(x_t)
+        e[:, j] = h
+        with torch.no_grad():
+            grad_x[:, j] = (post.log_prob(nb.z, x_t + e, nb.sigma) - post.log_prob(nb.z, x_t - e, nb.sigma)) / (2 * h)
+    g = w[:, None] * (grad_x + s_d)  # [B, d]
+    expected_A = -(g[:, :, None] * nb.z[:, None, :]).mean(0)
+    expected_b = -g.mean(0)
+    assert torch.allclose(gen.A.grad, expected_A, rtol=1e-6, atol=1e-8)
+    assert torch.allclose(gen.b.grad, expected_b, rtol=1e-6, atol=1e-8)
+
+    # Posterior: -E[w grad_phi log q(z | x_t, sigma)] with x_t held fixed.
+    grads = torch.autograd.grad(-(w * post.log_prob(nb.z, x_t, nb.sigma)).mean(), list(post.parameters()))
+    for p, expected in zip(post.parameters(), grads):
+        assert torch.allclose(p.grad, expected, rtol=1e-9, atol=1e-12)
+
+
+class ExactPosterior(torch.nn.Module):
+    """The exact posterior p(z | x_t) of x_t = a * z + b + sigma * eps (diagonal a), a Gaussian."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def log_prob(self, z, x_t, sigma):
+        s2 = sigma[:, None] ** 2
+        var = s2 / (self.a**2 + s2)
+        mean = self.a * (x_t - self.b) / (self.a**2 + s2)
+        return (-0.5 * (z - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)).sum(-1)
+
+
+def test_bound_terms_with_exact_posterior_equal_log_density_ratio_per_sample():
+    """log p(z) + log N(sigma eps) - log p(z|x_t) = log p_theta(x_t) exactly, so with the exact posterior each
+    bound term is log p_theta(x_t) - log p_d(x_t), and the batch mean estimates the KL (closed form here)."""
+    torch.manual_seed(0)
+    a = torch.tensor([1.5, 0.7], dtype=torch.float64)
+    b = torch.tensor([0.3, -0.4], dtype=torch.float64)
+    m_d, s_d = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([1.2, 0.9], dtype=torch.float64)
+    sigma_val = 0.8
+    n = 200_000
+    nb = NoiseBatch(torch.randn(n, 2, dtype=torch.float64), torch.randn(n, 2, dtype=torch.float64),
+                    torch.full((n,), sigma_val, dtype=torch.float64))
+    x_t = a * nb.z + b + sigma_val * nb.eps
+    var_theta, var_d = a**2 + sigma_val**2, s_d**2 + sigma_val**2
+
+    def log_normal(x, m, v):
+        return (-0.5 * (x - m) ** 2 / v - 0.5 * torch.log(2 * math.pi * v)).sum(-1)
+
+    log_q = ExactPosterior(a, b).log_prob(nb.z, x_t, nb.sigma)
+    terms = vardiu_bound_terms(nb, log_q, log_normal(x_t, m_d, var_d))
+    assert torch.allclose(terms, log_normal(x_t, b, var_theta) - log_normal(x_t, m_d, var_d), atol=1e-9)
+    kl = 0.5 * (var_theta / var_d + (b - m_d) ** 2 / var_d - 1 + torch.log(var_d / var_theta)).sum()
+    se = float(terms.std()) / math.sqrt(n)
+    assert float(terms.mean()) == pytest.approx(float(kl), abs=5 * se)
+
+
+def test_loss_returns_bound_only_when_log_density_known():
+    torch.manual_seed(0)
+    gen = LinearGenerator().float()
+    post = GaussianPosterior(2, width=8, depth=1)
+    target = mog9()
+    nb = draw_noise(8, 2, 0.1, 5.0, 1.0)
+    assert vardiu_loss(gen, post, nb, target.score, "sigma2", 5.0).bound is None
+    out = vardiu_loss(gen, post, nb, target.score, "sigma2", 5.0, target.log_prob)
+    assert out.bound is not None and out.bound.dim() == 0 and torch.isfinite(out.bound)

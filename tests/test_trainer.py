@@ -1,0 +1,61 @@
+"""The shared training loop: non-finite runs stop cleanly and keep their last good checkpoint; devices."""
+import pytest
+import torch
+
+import train_upper_diffusion
+from utils.cli import UsageError, resolve_device
+from utils.trainer import run_training
+
+
+def test_non_finite_run_stops_and_keeps_last_good_checkpoint(tmp_path, tiny, capsys):
+    calls = {"n": 0}
+
+    def sabotaged_build(args, device, target):
+        step = train_upper_diffusion.build(args, device, target)
+        real_call = step.__call__
+
+        class Sabotaged:
+            generator = step.generator
+            modules, optimizers = step.modules, step.optimizers
+
+            def __call__(self, power):
+                calls["n"] += 1
+                if calls["n"] == 25:  # poison the generator in the third evaluation interval
+                    with torch.no_grad():
+                        next(step.generator.parameters()).fill_(float("nan"))
+                return real_call(power)
+
+        return Sabotaged()
+
+    argv = ["--true_score", *tiny, "--max_iter", "50", "--show_iter", "10", "--out_dir", str(tmp_path),
+            "--name", "nan"]
+    with pytest.raises(SystemExit) as exc:
+        run_training(train_upper_diffusion.build_parser(), sabotaged_build, "train_upper_diffusion.py", "x", argv)
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "non-finite between iterations 20 and 30" in err and "last good checkpoint" in err
+    ckpt = torch.load(tmp_path / "nan" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["iteration"] == 20
+    assert all(torch.isfinite(p).all() for p in ckpt["modules"]["generator"].values())
+    rows = (tmp_path / "nan" / "metrics.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "10", "20"]
+
+
+def test_resolve_device_without_cuda_warns_and_uses_cpu(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("cuda:0") == torch.device("cpu")
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_resolve_device_names_the_devices_that_exist(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"Fake GPU {i}")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(UsageError, match=r"cuda:5: no such CUDA device; this machine has cuda:0 \(Fake GPU 0\), "
+                                         r"cuda:1 \(Fake GPU 1\)"):
+        resolve_device("cuda:5")
+    with pytest.raises(UsageError, match="not a device torch understands"):
+        resolve_device("gpu0")
