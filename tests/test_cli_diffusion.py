@@ -157,3 +157,15 @@ def test_help_documents_every_flag_with_defaults():
                  "--posterior_lr", "--name", "--target"]:
         assert flag in res.stdout
     assert "(default: 1000000)" in res.stdout
+
+
+def test_time_limit_ends_the_run_cleanly_at_an_evaluation(tmp_path, tiny):
+    res = run_script(SCRIPT, "--true_score", *tiny, "--max_iter", "1000", "--show_iter", "10", "--time_limit",
+                     "0.00001", "--out_dir", str(tmp_path), "--name", "t")
+    assert res.returncode == 0, res.stderr
+    assert "time limit" in res.stderr
+    assert [int(r["iteration"]) for r in read_metrics(tmp_path / "t")] == [0, 10]
+    assert (tmp_path / "t" / "plots" / "samples_0000010.png").is_file()
+    resumed = run_script(SCRIPT, "--load", str(tmp_path / "t"), "--max_iter", "20", "--no_progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [int(r["iteration"]) for r in read_metrics(tmp_path / "t")] == [0, 10, 20]

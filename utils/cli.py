@@ -83,6 +83,9 @@ def training_parser(description: str, default_lr: float = 1e-4) -> Parser:
     g.add_argument("--out_dir", default="runs", help="folder that holds run folders")
     g.add_argument("--name", default=None, help="run folder name (default: built from the method and flags); "
                    "an existing folder is never overwritten: a suffix _1, _2, ... is added")
+    g.add_argument("--time_limit", type=float, default=0.0, metavar="MINUTES",
+                   help="end the run at the first evaluation after this many minutes (0: no limit); "
+                        "continue it later with --load and a --max_iter")
     g.add_argument("--load", default=None, metavar="CKPT",
                    help="resume from a checkpoint file or a run folder (continues that run in its folder)")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to the run folder")
@@ -113,6 +116,8 @@ def validate_training_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name} must be a positive finite number, got {value}")
     if getattr(args, "posterior_lr", None) is not None and not args.posterior_lr > 0:
         raise UsageError(f"--posterior_lr must be positive, got {args.posterior_lr}")
+    if args.time_limit < 0:
+        raise UsageError(f"--time_limit must be 0 (none) or positive minutes, got {args.time_limit}")
     if args.power_step < 0:
         raise UsageError(f"--power_step must be 0 or positive, got {args.power_step}")
     if args.sigma_min >= args.sigma_max:

@@ -31,7 +31,7 @@ from utils.targets import GaussianMixture, make_target
 
 # Flags that may differ when a run is resumed with --load; every other flag comes from the checkpoint.
 RESUME_OVERRIDABLE = {"max_iter", "device", "show_iter", "plot_every", "save_every", "eval_samples", "load",
-                      "tensorboard", "wandb", "wandb_project", "no_progress"}
+                      "time_limit", "tensorboard", "wandb", "wandb_project", "no_progress"}
 REFERENCE_SET_SEED = 12345  # seed of the fixed target sample set that MMD is measured against
 
 
@@ -195,6 +195,10 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
     steps_since_eval = 0
     t_start = time.perf_counter()
 
+    def power_at(iteration: int) -> float:
+        return annealed_power(iteration, args.power_start, args.power_step, args.power_interval,
+                              None if args.power_uncapped else args.power)
+
     def checkpoint(iteration: int) -> None:
         state = {"iteration": iteration, "config": config, "history": log.history, "rng": rng_state(device),
                  "modules": {k: m.state_dict() for k, m in step.modules().items()},
@@ -217,8 +221,7 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
         row = {"iteration": iteration, "wall_time": round(wall_offset + time.perf_counter() - t_start, 3),
                "train_time": round(train_time, 3), **metrics,
                "loss": means.get("loss", math.nan), "bound": means.get("bound", math.nan),
-               "power": annealed_power(max(iteration - 1, 0), args.power_start, args.power_step,
-                                       args.power_interval, None if args.power_uncapped else args.power)}
+               "power": round(power_at(max(iteration - 1, 0)), 6)}
         finite = finite_samples and all(math.isfinite(v) for v in means.values())
         if finite:
             np.save(run_dir / "samples.npy", samples.cpu().numpy())
@@ -239,8 +242,7 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
             checkpoint(0)
         t_train = time.perf_counter()
         for it in range(start, args.max_iter):
-            power_t.fill_(annealed_power(it, args.power_start, args.power_step, args.power_interval,
-                                         None if args.power_uncapped else args.power))
+            power_t.fill_(power_at(it))
             out = step(power_t)
             for key, value in out.items():
                 if key in sums:
@@ -258,7 +260,8 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
                 continue
             synchronize(device)
             train_time += time.perf_counter() - t_train
-            row = evaluate(done, final=done == args.max_iter)
+            out_of_time = 0 < args.time_limit * 60 < time.perf_counter() - t_start
+            row = evaluate(done, final=done == args.max_iter or out_of_time)
             if not row.pop("_finite"):
                 last = log.history[-1]["iteration"] if log.history else 0
                 bar.close()
@@ -274,6 +277,10 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
             bar.set_postfix(logpd=f"{row['logpd']:.3f}", logMMD=f"{row['log_mmd']:.2f}", modes=row["modes"],
                             loss=f"{row['loss']:.3g}", refresh=False)
             sums, steps_since_eval = {}, 0
+            if out_of_time:
+                print(f"time limit of {args.time_limit} min reached at iteration {done}; continue with "
+                      f"--load {run_dir}", file=sys.stderr)
+                break
             t_train = time.perf_counter()
     finally:
         bar.close()
