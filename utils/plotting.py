@@ -29,7 +29,9 @@ def plot_samples(samples: torch.Tensor | np.ndarray, target: GaussianMixture, pa
     cpu_target = GaussianMixture(target.means.cpu(), target.std, target.name)
     logp = cpu_target.log_prob(torch.stack([xx.reshape(-1), yy.reshape(-1)], -1)).reshape(200, 200)
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.contour(xx.numpy(), yy.numpy(), logp.clamp_min(-50).numpy(), levels=25, linewidths=0.5, cmap="viridis")
+    top = float(logp.max())
+    ax.contour(xx.numpy(), yy.numpy(), logp.numpy(), levels=np.linspace(top - 10, top, 6), linewidths=0.6,
+               cmap="viridis", alpha=0.8)
     ax.scatter(samples[:, 0], samples[:, 1], s=2, c="tab:red", alpha=0.5, linewidths=0)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
