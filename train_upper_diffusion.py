@@ -11,7 +11,7 @@ import argparse
 import torch
 
 from models import GaussianPosterior, Generator
-from utils.cli import UsageError, add_posterior_flags, exit_on_usage_error, training_parser
+from utils.cli import add_posterior_flags, exit_on_usage_error, require_true_score, training_parser
 from utils.targets import GaussianMixture
 from utils.trainer import VarDiUStep, run_training
 
@@ -23,9 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build(args: argparse.Namespace, device: torch.device, target: GaussianMixture) -> VarDiUStep:
-    if not args.true_score:
-        raise UsageError("teacher-score mode needs a trained teacher, which this version does not ship yet; "
-                         "pass --true_score to use the target's analytic score")
+    require_true_score(args)
     generator = Generator(target.dim, args.width, args.depth).to(device)
     posterior = GaussianPosterior(target.dim, args.width, args.depth).to(device)
     return VarDiUStep(generator, posterior, target.score, target.log_prob, args, device)
@@ -33,8 +31,8 @@ def build(args: argparse.Namespace, device: torch.device, target: GaussianMixtur
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None):
-    return run_training(build_parser(), build, script="train_upper_diffusion.py", run_prefix="vardiu_gaussian",
-                        argv=argv)
+    return run_training(build_parser(), build, script="train_upper_diffusion.py",
+                        run_prefix=lambda a: "vardiu_gaussian", argv=argv)
 
 
 if __name__ == "__main__":

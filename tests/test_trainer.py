@@ -30,7 +30,7 @@ def test_non_finite_run_stops_and_keeps_last_good_checkpoint(tmp_path, tiny, cap
     argv = ["--true_score", *tiny, "--max_iter", "50", "--show_iter", "10", "--out_dir", str(tmp_path),
             "--name", "nan"]
     with pytest.raises(SystemExit) as exc:
-        run_training(train_upper_diffusion.build_parser(), sabotaged_build, "train_upper_diffusion.py", "x", argv)
+        run_training(train_upper_diffusion.build_parser(), sabotaged_build, "train_upper_diffusion.py", lambda a: "x", argv)
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "non-finite between iterations 20 and 30" in err and "last good checkpoint" in err

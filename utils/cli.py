@@ -101,6 +101,13 @@ def add_posterior_flags(parser: argparse.ArgumentParser) -> None:
                         help="posterior learning rate (Adam; default: --lr)")
 
 
+def require_true_score(args: argparse.Namespace) -> None:
+    """Teacher-score mode arrives with the teacher script; until then it is a one-line error."""
+    if not args.true_score:
+        raise UsageError("teacher-score mode needs a trained teacher, which this version does not ship yet; "
+                         "pass --true_score to use the target's analytic score")
+
+
 def validate_training_args(args: argparse.Namespace) -> None:
     """Raise UsageError with one clear sentence for impossible settings."""
     positive_ints = ["max_iter", "batch_size", "show_iter", "eval_samples", "power_interval", "width", "depth"]

@@ -133,12 +133,12 @@ def synchronize(device: torch.device) -> None:
 
 
 def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Namespace, torch.device,
-                 GaussianMixture], TrainStep], script: str, run_prefix: str,
+                 GaussianMixture], TrainStep], script: str, run_prefix: Callable[[argparse.Namespace], str],
                  argv: list[str] | None = None) -> Path:
     """Parse flags, then train, evaluate, log and checkpoint until --max_iter. Returns the run folder.
 
     ``build(args, device, target)`` makes the step (networks, optimisers, score); ``script`` names the entry
-    script (stored in the config, checked on resume); ``run_prefix`` starts default run-folder names.
+    script (stored in the config, checked on resume); ``run_prefix(args)`` starts default run-folder names.
     """
     args = parser.parse_args(argv)
     typed = explicit_flags(parser, argv)
@@ -176,7 +176,7 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
                              "to continue it")
         history = ckpt["history"]
     else:
-        run_dir = unique_run_dir(args.out_dir, args.name or default_run_name(run_prefix, args))
+        run_dir = unique_run_dir(args.out_dir, args.name or default_run_name(run_prefix(args), args))
         history = []
     for sub in ("plots", "checkpoints"):
         (run_dir / sub).mkdir(exist_ok=True)
