@@ -1,4 +1,5 @@
-"""Networks: generator, posteriors (and, later, teachers and flows)."""
+"""Networks: generator and posteriors (Gaussian, flow)."""
+from models.flows import FlowPosterior
 from models.networks import MLP, GaussianPosterior, Generator
 
-__all__ = ["MLP", "Generator", "GaussianPosterior"]
+__all__ = ["MLP", "Generator", "GaussianPosterior", "FlowPosterior"]
