@@ -129,13 +129,16 @@ class SplineAutoregressiveTransform(MaskedPiecewiseRationalQuadraticAutoregressi
 class ConditionalPlanarTransform(Transform):
     """Planar map u = e + u_hat(c) tanh(w(c)^T e + b(c)) with context-dependent (u, w, b) (Rezende & Mohamed).
 
-    Invertibility: u_hat = u + (m(w^T u) - w^T u) w / |w|^2 with m(a) = -1 + softplus(a + log(e - 1)), so
-    w^T u_hat = m(w^T u) > -1 (the shift makes m(0) = 0, hence u = 0 gives u_hat = 0)
+    Invertibility: u_hat = u + (m(w^T u) - w^T u) w / |w|^2 with m(a) = -1 + c + (1 - c) softplus(a + log(e - 1)),
+    so w^T u_hat = m(w^T u) >= -1 + c (margin c = 1e-3 keeps the Jacobian away from 0 in floating point; the
+    shift makes m(0) = 0, hence u = 0 gives u_hat = 0)
     and the map is monotone along w. log|det| = log|1 + tanh'(w^T e + b) w^T u_hat|. Starts as the identity
-    (u = 0). The inverse solves the scalar equation a + (w^T u_hat) tanh(a + b) = w^T u by bisection.
+    (u = 0). The inverse solves the scalar equation a + (w^T u_hat) tanh(a + b) = w^T u by bisection (a fixed
+    number of steps: no host synchronisation) and one Newton step, through which gradients flow.
     """
 
     SHIFT = math.log(math.e - 1)
+    MARGIN = 1e-3
 
     def __init__(self, features: int, context_features: int, bisection_steps: int = 60):
         super().__init__()
@@ -149,7 +152,7 @@ class ConditionalPlanarTransform(Transform):
     def _uwb(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         u, w, b = self.params(context).split([self.features, self.features, 1], dim=-1)
         wu = (w * u).sum(-1, keepdim=True)
-        m = F.softplus(wu + self.SHIFT) - 1  # m(a) > -1, m(0) = 0
+        m = self.MARGIN - 1 + (1 - self.MARGIN) * F.softplus(wu + self.SHIFT)  # m >= -1 + margin, m(0) = 0
         u_hat = u + (m - wu) * w / (w.pow(2).sum(-1, keepdim=True) + 1e-8)
         return u_hat, w, b
 
@@ -170,7 +173,10 @@ class ConditionalPlanarTransform(Transform):
             mid = 0.5 * (lo + hi)
             below = mid + wu * torch.tanh(mid + b) < target
             lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-        a = 0.5 * (lo + hi)
+        a = 0.5 * (lo + hi).detach()
+        # One Newton step from the bisection's root: the same value, and gradients by the implicit function theorem.
+        h = torch.tanh(a + b)
+        a = a - (a + wu * h - target) / (1 + wu * (1 - h.pow(2)))
         outputs = inputs - u_hat * torch.tanh(a + b)
         _, logabsdet = self.forward(outputs, context)
         return outputs, -logabsdet

@@ -1,9 +1,15 @@
 """Shared helpers: run an entry script as a user would (a subprocess in the repo root)."""
+import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+from utils.run_io import METRIC_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 # Small networks and sample counts so an end-to-end run takes a few seconds on 2 CPU cores.
@@ -13,6 +19,31 @@ TINY = ["--width", "32", "--depth", "2", "--batch_size", "64", "--eval_samples",
 def run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_complete_run_folder(run_dir: Path, iterations: list[int], eval_samples: int) -> None:
+    """Every output of a finished run is there and consistent with metrics.csv."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["max_iter"] == iterations[-1]
+    rows = read_metrics(run_dir)
+    assert list(rows[0].keys()) == METRIC_COLUMNS
+    assert [int(r["iteration"]) for r in rows] == iterations
+    for name, key in [("logpd_list", "logpd"), ("MMD_list", "mmd"), ("time_list", "train_time")]:
+        values = json.loads((run_dir / "lists" / f"{name}.json").read_text())
+        assert values == pytest.approx([float(r[key]) for r in rows])
+    samples = np.load(run_dir / "samples.npy")
+    assert samples.shape == (eval_samples, 2) and np.isfinite(samples).all()
+    assert (run_dir / "plots" / f"samples_{iterations[-1]:07d}.png").stat().st_size > 1000
+    assert (run_dir / "plots" / "metrics.png").is_file()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["iteration"] == iterations[-1]
+    assert {"generator", "posterior"} <= ckpt["modules"].keys()
+    assert {"generator", "posterior"} <= ckpt["optimizers"].keys()
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
 """End to end: train_upper_diffusion.py writes every output, resumes exactly, and rejects bad input cleanly."""
-import csv
 import json
 from pathlib import Path
 
@@ -7,36 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import assert_complete_run_folder, read_metrics, run_script
 from utils.run_io import METRIC_COLUMNS
 
 SCRIPT = "train_upper_diffusion.py"
 PUBLISHED = ["-true_score", "--sigma_min", "0.1", "--sigma_max", "20", "--power", "2.0", "--device", "cuda:0",
              "--weight", "sigma2", "--seed", "0"]
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv") as f:
-        return list(csv.DictReader(f))
-
-
-def assert_complete_run_folder(run_dir: Path, iterations: list[int], eval_samples: int) -> None:
-    cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["max_iter"] == iterations[-1]
-    rows = read_metrics(run_dir)
-    assert list(rows[0].keys()) == METRIC_COLUMNS
-    assert [int(r["iteration"]) for r in rows] == iterations
-    for name, key in [("logpd_list", "logpd"), ("MMD_list", "mmd"), ("time_list", "train_time")]:
-        values = json.loads((run_dir / "lists" / f"{name}.json").read_text())
-        assert values == pytest.approx([float(r[key]) for r in rows])
-    samples = np.load(run_dir / "samples.npy")
-    assert samples.shape == (eval_samples, 2) and np.isfinite(samples).all()
-    assert (run_dir / "plots" / f"samples_{iterations[-1]:07d}.png").stat().st_size > 1000
-    assert (run_dir / "plots" / "metrics.png").is_file()
-    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["iteration"] == iterations[-1]
-    assert {"generator", "posterior"} <= ckpt["modules"].keys()
-    assert {"generator", "posterior"} <= ckpt["optimizers"].keys()
 
 
 def test_published_command_runs_and_writes_every_output(tmp_path, tiny):
