@@ -64,27 +64,26 @@ class GaussianMixture:
         means = self.means.to(x.dtype)
         return (x.unsqueeze(-2) - means).pow(2).sum(-1)
 
-    def _variance(self, x: torch.Tensor, sigma: torch.Tensor | float | None) -> torch.Tensor:
-        """v = s^2 + sigma^2 as a [N, 1] (or scalar) tensor."""
-        var = torch.as_tensor(self.std**2, dtype=x.dtype, device=x.device)
+    def _variance(self, sigma: torch.Tensor | float | None) -> torch.Tensor | float:
+        """v = s^2 + sigma^2: a float for a scalar sigma, else a [N, 1] tensor. (No torch.as_tensor of a Python
+        number: on CUDA that is a host-to-device copy, i.e. a synchronisation inside the training step.)"""
         if sigma is None:
-            return var
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        if sigma.dim() == 1:
-            sigma = sigma.unsqueeze(-1)
-        return var + sigma**2
+            return self.std**2
+        if not torch.is_tensor(sigma):
+            return self.std**2 + float(sigma) ** 2
+        return self.std**2 + sigma.reshape(-1, 1) ** 2
 
     def log_prob(self, x: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
         """log p(x | sigma) of the diffused mixture (sigma None or 0: the clean target). x [N, d] -> [N]."""
-        v = self._variance(x, sigma)
+        v = self._variance(sigma)
         logits = -self._sq_dist(x) / (2 * v)
-        v_per_row = v.squeeze(-1) if v.dim() else v
-        log_norm = -math.log(self.num_modes) - 0.5 * self.dim * torch.log(2 * math.pi * v_per_row)
+        log_v = torch.log(v).squeeze(-1) if torch.is_tensor(v) else math.log(v)
+        log_norm = -math.log(self.num_modes) - 0.5 * self.dim * (math.log(2 * math.pi) + log_v)
         return torch.logsumexp(logits, dim=-1) + log_norm
 
     def score(self, x: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
         """Diffused score grad_x log p(x | sigma), analytic. x [N, d], sigma [N] or scalar -> [N, d]."""
-        v = self._variance(x, sigma)
+        v = self._variance(sigma)
         resp = F.softmax(-self._sq_dist(x) / (2 * v), dim=-1)  # [N, K]
         return (resp @ self.means.to(x.dtype) - x) / v
 
