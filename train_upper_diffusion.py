@@ -11,8 +11,9 @@ import argparse
 import torch
 
 from models import GaussianPosterior, Generator
-from utils.cli import add_posterior_flags, exit_on_usage_error, require_true_score, training_parser
+from utils.cli import add_posterior_flags, exit_on_usage_error, training_parser
 from utils.targets import GaussianMixture
+from utils.teachers import target_score, use_control_variate
 from utils.trainer import VarDiUStep, run_training
 
 
@@ -23,10 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build(args: argparse.Namespace, device: torch.device, target: GaussianMixture) -> VarDiUStep:
-    require_true_score(args)
     generator = Generator(target.dim, args.width, args.depth).to(device)
     posterior = GaussianPosterior(target.dim, args.width, args.depth).to(device)
-    return VarDiUStep(generator, posterior, target.score, target.log_prob, args, device)
+    return VarDiUStep(generator, posterior, target_score(args, target, device), target.log_prob, args, device,
+                      control_variate=use_control_variate(args))
 
 
 @exit_on_usage_error

@@ -13,8 +13,9 @@ import torch
 
 from models import FlowPosterior, Generator
 from models.flows import FLOW_TYPES
-from utils.cli import UsageError, add_posterior_flags, exit_on_usage_error, require_true_score, training_parser
+from utils.cli import UsageError, add_posterior_flags, exit_on_usage_error, training_parser
 from utils.targets import GaussianMixture
+from utils.teachers import target_score, use_control_variate
 from utils.trainer import VarDiUStep, run_training
 
 
@@ -45,11 +46,11 @@ def validate_flow_args(args: argparse.Namespace) -> None:
 
 def build(args: argparse.Namespace, device: torch.device, target: GaussianMixture) -> VarDiUStep:
     validate_flow_args(args)
-    require_true_score(args)
     generator = Generator(target.dim, args.width, args.depth).to(device)
     posterior = FlowPosterior(target.dim, args.flow_type, args.flow_length, args.width, args.depth,
                               args.flow_context, args.flow_hidden, args.flow_bins, args.flow_tail_bound).to(device)
-    return VarDiUStep(generator, posterior, target.score, target.log_prob, args, device)
+    return VarDiUStep(generator, posterior, target_score(args, target, device), target.log_prob, args, device,
+                      control_variate=use_control_variate(args))
 
 
 @exit_on_usage_error

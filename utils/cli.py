@@ -38,17 +38,33 @@ def exit_on_usage_error(main: Callable[..., int | None]) -> Callable[..., int | 
     return wrapped
 
 
-def training_parser(description: str, default_lr: float = 1e-4) -> Parser:
-    """Flags common to all training scripts. Defaults follow the reference repo (DESIGN.md section 3)."""
+def training_parser(description: str, distillation: bool = True) -> Parser:
+    """Flags common to all training scripts. Defaults follow the reference repo (DESIGN.md section 3).
+
+    ``distillation`` adds the flags of the one-step distillation scripts (score source, sigma weighting and
+    annealing, antithetic pairs); the teacher script leaves them out.
+    """
     p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("target and score")
     g.add_argument("--target", default="mog40", choices=sorted(TARGETS), help="target distribution")
-    g.add_argument("--true_score", "-true_score", action="store_true",
-                   help="use the target's analytic diffused score instead of a teacher denoiser")
+    if distillation:
+        g.add_argument("--true_score", "-true_score", action="store_true",
+                       help="use the target's analytic diffused score instead of a teacher")
+        g.add_argument("--teacher", default="edm", choices=["edm", "kde"],
+                       help="without --true_score: edm = the denoiser in --teacher_ckpt; kde = the exact score of "
+                            "the diffused empirical distribution of --kde_samples target samples")
+        g.add_argument("--teacher_ckpt", default=None,
+                       help="teacher checkpoint made by train_teacher.py (default: the shipped one for --target)")
+        g.add_argument("--kde_samples", type=int, default=20_480, help="target samples of the KDE teacher")
+        g.add_argument("--control_variate", default="auto", choices=["auto", "on", "off"],
+                       help="use (D(x_t) - x0) / sigma^2 = score + eps / sigma in the generator gradient "
+                            "(same expectation, lower variance); auto: on with a teacher, off with --true_score")
 
     g = p.add_argument_group("noise levels and weighting")
     g.add_argument("--sigma_min", type=float, default=0.1, help="smallest noise level")
     g.add_argument("--sigma_max", type=float, default=20.0, help="largest noise level")
+    if not distillation:
+        return _add_common_flags(p)
     g.add_argument("--weight", default="sigma2", choices=list(WEIGHT_POWERS),
                    help="w(sigma) = (sigma/sigma_max)^k, k = 1, 2, 4; or 1 everywhere (uniform)")
     g.add_argument("--power", type=float, default=2.0,
@@ -59,14 +75,18 @@ def training_parser(description: str, default_lr: float = 1e-4) -> Parser:
     g.add_argument("--power_uncapped", action="store_true", help="let p grow without the --power cap")
     g.add_argument("--no_antithetic", action="store_true",
                    help="draw independent eps for every sample instead of (eps, -eps) pairs")
+    return _add_common_flags(p)
 
+
+def _add_common_flags(p: Parser) -> Parser:
+    """Optimisation, evaluation, output and logging flags shared by every training script."""
     g = p.add_argument_group("optimisation")
     g.add_argument("--max_iter", type=int, default=1_000_000, help="training iterations")
     g.add_argument("--batch_size", type=int, default=1024, help="samples per iteration (pairs x 2 when antithetic)")
-    g.add_argument("--lr", type=float, default=default_lr, help="generator learning rate (Adam)")
+    g.add_argument("--lr", type=float, default=1e-4, help="learning rate of the trained network (Adam)")
     g.add_argument("--grad_clip", type=float, default=10.0, help="gradient-norm clip per network (0: off)")
     g.add_argument("--ema_decay", type=float, default=0.0,
-                   help="generator EMA decay (0: off); when on, evaluation uses the EMA weights")
+                   help="EMA decay of the evaluated network (0: off); when on, evaluation uses the EMA weights")
     g.add_argument("--width", type=int, default=400, help="hidden units of every MLP")
     g.add_argument("--depth", type=int, default=4, help="hidden layers of every MLP")
     g.add_argument("--seed", type=int, default=0, help="random seed")
@@ -101,23 +121,17 @@ def add_posterior_flags(parser: argparse.ArgumentParser) -> None:
                         help="posterior learning rate (Adam; default: --lr)")
 
 
-def require_true_score(args: argparse.Namespace) -> None:
-    """Teacher-score mode arrives with the teacher script; until then it is a one-line error."""
-    if not args.true_score:
-        raise UsageError("teacher-score mode needs a trained teacher, which this version does not ship yet; "
-                         "pass --true_score to use the target's analytic score")
-
-
 def validate_training_args(args: argparse.Namespace) -> None:
     """Raise UsageError with one clear sentence for impossible settings."""
-    positive_ints = ["max_iter", "batch_size", "show_iter", "eval_samples", "power_interval", "width", "depth"]
-    for name in positive_ints:
+    positive_ints = ["max_iter", "batch_size", "show_iter", "eval_samples", "power_interval", "width", "depth",
+                     "kde_samples"]
+    for name in [n for n in positive_ints if hasattr(args, n)]:
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
     for name in ["plot_every", "save_every"]:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name} must be 0 or positive, got {getattr(args, name)}")
-    for name in ["sigma_min", "sigma_max", "lr", "power", "power_start"]:
+    for name in [n for n in ["sigma_min", "sigma_max", "lr", "power", "power_start"] if hasattr(args, n)]:
         value = getattr(args, name)
         if not value > 0 or value == float("inf"):
             raise UsageError(f"--{name} must be a positive finite number, got {value}")
@@ -125,7 +139,7 @@ def validate_training_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--posterior_lr must be positive, got {args.posterior_lr}")
     if args.time_limit < 0:
         raise UsageError(f"--time_limit must be 0 (none) or positive minutes, got {args.time_limit}")
-    if args.power_step < 0:
+    if getattr(args, "power_step", 0) < 0:
         raise UsageError(f"--power_step must be 0 or positive, got {args.power_step}")
     if args.sigma_min >= args.sigma_max:
         raise UsageError(f"--sigma_min ({args.sigma_min}) must be smaller than --sigma_max ({args.sigma_max})")
@@ -133,7 +147,7 @@ def validate_training_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--grad_clip must be 0 (off) or positive, got {args.grad_clip}")
     if not 0.0 <= args.ema_decay < 1.0:
         raise UsageError(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
-    if not args.no_antithetic and args.batch_size % 2:
+    if not getattr(args, "no_antithetic", True) and args.batch_size % 2:
         raise UsageError(f"--batch_size must be even for antithetic (eps, -eps) pairs, got {args.batch_size}; "
                          "use an even size or pass --no_antithetic")
 

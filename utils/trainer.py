@@ -22,7 +22,9 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from losses.edm import edm_denoiser_loss
 from losses.vardiu import LogProbFn, ScoreFn, annealed_power, draw_noise, vardiu_loss
+from models.denoiser import EDMDenoiser, HeunSampler
 from utils.cli import UsageError, resolve_device, validate_training_args
 from utils.metrics import SampleEvaluator
 from utils.plotting import plot_metrics, plot_samples
@@ -61,10 +63,12 @@ class VarDiUStep:
     generator and one for the posterior (same backward pass; gradients clipped per network)."""
 
     def __init__(self, generator: nn.Module, posterior: nn.Module, target_score: ScoreFn,
-                 target_log_prob: Optional[LogProbFn], args: argparse.Namespace, device: torch.device):
+                 target_log_prob: Optional[LogProbFn], args: argparse.Namespace, device: torch.device,
+                 control_variate: bool = False):
         self.generator, self.posterior = generator, posterior
         self.target_score, self.target_log_prob = target_score, target_log_prob
         self.args, self.device = args, device
+        self.control_variate = control_variate
         self.opt_g = torch.optim.Adam(generator.parameters(), lr=args.lr)
         self.opt_q = torch.optim.Adam(posterior.parameters(), lr=args.posterior_lr or args.lr)
 
@@ -79,12 +83,35 @@ class VarDiUStep:
         noise = draw_noise(a.batch_size, self.generator.dim, a.sigma_min, a.sigma_max, power,
                            antithetic=not a.no_antithetic, device=self.device)
         out = vardiu_loss(self.generator, self.posterior, noise, self.target_score, a.weight, a.sigma_max,
-                          self.target_log_prob)
+                          self.target_log_prob, control_variate=self.control_variate)
         clip_and_step(out.loss, [(self.generator, self.opt_g), (self.posterior, self.opt_q)], a.grad_clip)
         scalars = {"loss": out.loss.detach()}
         if out.bound is not None:
             scalars["bound"] = out.bound
         return scalars
+
+
+class DenoiserStep:
+    """One EDM denoising update of a teacher D(x, sigma) on a minibatch of a fixed training set. Evaluation
+    samples through ``generator``: EDM's Heun sampler around the denoiser (EMA'd when --ema_decay is on)."""
+
+    def __init__(self, denoiser: EDMDenoiser, data: torch.Tensor, args: argparse.Namespace):
+        self.denoiser, self.data, self.args = denoiser, data, args
+        self.generator = HeunSampler(denoiser, args.heun_steps, args.sigma_min, args.sigma_max, args.rho)
+        self.opt = torch.optim.Adam(denoiser.parameters(), lr=args.lr)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"denoiser": self.denoiser}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"denoiser": self.opt}
+
+    def __call__(self, power: torch.Tensor) -> dict[str, torch.Tensor]:
+        a = self.args
+        idx = torch.randint(0, self.data.shape[0], (a.batch_size,), device=self.data.device)
+        loss = edm_denoiser_loss(self.denoiser, self.data[idx], a.sigma_min, a.sigma_max, a.sigma_data)
+        clip_and_step(loss, [(self.denoiser, self.opt)], a.grad_clip)
+        return {"loss": loss.detach()}
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
@@ -110,8 +137,13 @@ def resume_args(args: argparse.Namespace, typed: set[str], config: dict, script:
 
 
 def default_run_name(prefix: str, args: argparse.Namespace) -> str:
-    score = "true_score" if args.true_score else "teacher"
-    return f"{prefix}_{args.target}_{score}_{args.weight}_seed{args.seed}"
+    """prefix_target[_score][_weight]_seedN, e.g. vardiu_gaussian_mog40_true_score_sigma2_seed0."""
+    parts = [prefix, args.target]
+    if hasattr(args, "true_score"):
+        parts.append("true_score" if args.true_score else f"{args.teacher}_teacher")
+    if hasattr(args, "weight"):
+        parts.append(args.weight)
+    return "_".join(parts + [f"seed{args.seed}"])
 
 
 def rng_state(device: torch.device) -> dict:
@@ -196,6 +228,9 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
     t_start = time.perf_counter()
 
     def power_at(iteration: int) -> float:
+        """The annealed sigma-sampler power (NaN for scripts without one, such as the teacher's)."""
+        if not hasattr(args, "power"):
+            return math.nan
         return annealed_power(iteration, args.power_start, args.power_step, args.power_interval,
                               None if args.power_uncapped else args.power)
 

@@ -1,0 +1,78 @@
+"""Where the target score comes from: the analytic mixture score, a trained EDM teacher, or a KDE teacher.
+
+Teacher checkpoints (written by train_teacher.py) hold the denoiser's weights and sizes, the target it was
+trained on, and how it was made. ``teachers/`` ships one for MoG40.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from losses.vardiu import ScoreFn
+from models.denoiser import EDMDenoiser
+from utils.cli import UsageError
+from utils.targets import GaussianMixture
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_TEACHERS = {"mog40": ROOT / "teachers" / "mog40_edm.pt"}
+TEACHER_KIND = "vardiu-edm-teacher"
+
+
+def save_teacher(path: str | Path, denoiser: EDMDenoiser, target: str, info: dict) -> None:
+    """Write a weights-only teacher checkpoint."""
+    torch.save({"kind": TEACHER_KIND, "target": target, "dim": denoiser.dim, "width": denoiser.width,
+                "depth": denoiser.depth, "sigma_data": denoiser.sigma_data,
+                "state_dict": {k: v.detach().cpu() for k, v in denoiser.state_dict().items()}, "info": info}, path)
+
+
+def load_teacher(path: str | Path | None, target: GaussianMixture, device: torch.device) -> EDMDenoiser:
+    """Load a frozen teacher for ``target``; a missing, corrupt or mismatched file is a UsageError."""
+    if path is None:
+        if target.name not in SHIPPED_TEACHERS:
+            raise UsageError(f"no teacher ships for --target {target.name}; train one with train_teacher.py "
+                             "and pass --teacher_ckpt, or use --true_score or --teacher kde")
+        path = SHIPPED_TEACHERS[target.name]
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--teacher_ckpt {path}: no such file; train one with train_teacher.py")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UsageError(f"--teacher_ckpt {path}: not a readable checkpoint ({type(err).__name__}); "
+                         "it may be corrupt or truncated") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != TEACHER_KIND:
+        raise UsageError(f"--teacher_ckpt {path}: not a teacher checkpoint (write one with train_teacher.py; "
+                         "a run's teacher.pt, not its checkpoints/last.pt)")
+    if ckpt["dim"] != target.dim or ckpt["target"] != target.name:
+        raise UsageError(f"--teacher_ckpt {path}: trained for {ckpt['target']} (dim {ckpt['dim']}), "
+                         f"not for --target {target.name} (dim {target.dim})")
+    denoiser = EDMDenoiser(ckpt["dim"], ckpt["width"], ckpt["depth"], ckpt["sigma_data"])
+    try:
+        denoiser.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise UsageError(f"--teacher_ckpt {path}: weights do not fit the stated network "
+                         f"({str(err).splitlines()[0]})") from None
+    return denoiser.to(device).eval().requires_grad_(False)
+
+
+def kde_teacher(target: GaussianMixture, num_samples: int, seed: int) -> GaussianMixture:
+    """The diffused empirical distribution of num_samples target samples: a mixture of point masses at the
+    samples, so at noise level sigma it is (1/N) sum_i N(x; x_i, sigma^2 I) and its score is exact."""
+    samples = target.sample(num_samples, generator=torch.Generator().manual_seed(seed))
+    return GaussianMixture(samples, std=0.0, name=f"kde{num_samples}")
+
+
+def target_score(args: argparse.Namespace, target: GaussianMixture, device: torch.device) -> ScoreFn:
+    """The score s_d(x_t, sigma) the generator follows, as chosen by --true_score / --teacher."""
+    if args.true_score:
+        return target.score
+    if args.teacher == "kde":
+        return kde_teacher(target, args.kde_samples, args.seed).to(device).score
+    return load_teacher(args.teacher_ckpt, target, device).score
+
+
+def use_control_variate(args: argparse.Namespace) -> bool:
+    """--control_variate auto: on with a teacher, off with the analytic score (as the reference repo)."""
+    return args.control_variate == "on" or (args.control_variate == "auto" and not args.true_score)
