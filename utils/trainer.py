@@ -97,7 +97,7 @@ class DenoiserStep:
 
     def __init__(self, denoiser: EDMDenoiser, data: torch.Tensor, args: argparse.Namespace):
         self.denoiser, self.data, self.args = denoiser, data, args
-        self.generator = HeunSampler(denoiser, args.heun_steps, args.sigma_min, args.sigma_max, args.rho)
+        self.generator = HeunSampler(denoiser, args.heun_steps, args.sigma_min, args.sampler_sigma_max, args.rho)
         self.opt = torch.optim.Adam(denoiser.parameters(), lr=args.lr)
 
     def modules(self) -> dict[str, nn.Module]:
