@@ -26,7 +26,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def assert_complete_run_folder(run_dir: Path, iterations: list[int], eval_samples: int) -> None:
+def assert_complete_run_folder(run_dir: Path, iterations: list[int], eval_samples: int,
+                               modules: tuple[str, ...] = ("generator", "posterior")) -> None:
     """Every output of a finished run is there and consistent with metrics.csv."""
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["max_iter"] == iterations[-1]
@@ -42,8 +43,7 @@ def assert_complete_run_folder(run_dir: Path, iterations: list[int], eval_sample
     assert (run_dir / "plots" / "metrics.png").is_file()
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["iteration"] == iterations[-1]
-    assert {"generator", "posterior"} <= ckpt["modules"].keys()
-    assert {"generator", "posterior"} <= ckpt["optimizers"].keys()
+    assert set(modules) <= ckpt["modules"].keys() and set(modules) <= ckpt["optimizers"].keys()
 
 
 @pytest.fixture

@@ -106,12 +106,6 @@ def test_odd_batch_allowed_without_antithetic(tmp_path, tiny):
     assert res.returncode == 0, res.stderr
 
 
-def test_teacher_mode_is_a_clear_error_until_a_teacher_exists(tmp_path):
-    res = run_script(SCRIPT, "--out_dir", str(tmp_path))
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
-    assert "--true_score" in res.stderr
-
-
 def test_wandb_without_the_package_is_a_clear_error(tmp_path, tiny):
     pytest.importorskip("torch")
     try:

@@ -1,0 +1,196 @@
+"""Teacher mode: EDM denoiser and Heun sampler, teacher and KDE scores, the control variate, train_teacher.py,
+and VarDiU runs that follow a teacher."""
+import math
+
+import pytest
+import torch
+
+from conftest import assert_complete_run_folder, run_script
+from losses.vardiu import draw_noise, vardiu_loss
+from models.denoiser import EDMDenoiser, heun_sample, karras_sigmas
+from utils.targets import GaussianMixture, mog9, mog40
+from utils.teachers import SHIPPED_TEACHERS, kde_teacher, load_teacher, save_teacher
+
+
+def test_kde_score_equals_autograd_of_its_diffused_log_density():
+    kde = kde_teacher(mog9(), 300, seed=0)
+    kde.means = kde.means.double()
+    x = (torch.rand(80, 2, dtype=torch.float64) - 0.5) * 16
+    sigma = torch.rand(80, dtype=torch.float64) * 3 + 0.2
+    x.requires_grad_(True)
+    (grad,) = torch.autograd.grad(kde.log_prob(x, sigma).sum(), x)
+    assert torch.allclose(kde.score(x.detach(), sigma), grad, atol=1e-10)
+    # It is the empirical mixture: at noise sigma, (1/N) sum_i N(x; x_i, sigma^2 I).
+    direct = torch.logsumexp(torch.stack([torch.distributions.MultivariateNormal(
+        m, (sigma[0] ** 2) * torch.eye(2, dtype=torch.float64)).log_prob(x[0].detach()) for m in kde.means]), 0)
+    assert float(kde.log_prob(x[:1].detach(), sigma[:1])) == pytest.approx(float(direct - math.log(300)), abs=1e-9)
+
+
+def test_denoiser_preconditioning_and_score_form():
+    torch.manual_seed(0)
+    den = EDMDenoiser(2, width=16, depth=2, sigma_data=10.0).double()
+    x, sigma = torch.randn(20, 2, dtype=torch.float64) * 5, torch.rand(20, dtype=torch.float64) * 10 + 0.1
+    assert torch.allclose(den.score(x, sigma), (den(x, sigma) - x) / sigma[:, None] ** 2)
+    with torch.no_grad():
+        den.net[-1].weight.zero_()
+        den.net[-1].bias.zero_()
+    assert torch.allclose(den(x, sigma), 100 / (sigma[:, None] ** 2 + 100) * x)  # F = 0 leaves c_skip x
+
+
+class AnalyticDenoiser(torch.nn.Module):
+    """Tweedie's denoiser of a mixture, D(x, sigma) = x + sigma^2 grad log p(x | sigma): the ideal teacher."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target, self.dim = target, target.dim
+        self.dummy = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, x, sigma):
+        return x + sigma.reshape(-1, 1) ** 2 * self.target.score(x, sigma)
+
+
+def test_analytic_teacher_and_network_teacher_agree_in_form():
+    target = mog9()
+    target.means = target.means.double()
+    ideal = AnalyticDenoiser(target)
+    x, sigma = torch.randn(30, 2, dtype=torch.float64) * 4, torch.rand(30, dtype=torch.float64) * 5 + 0.1
+    # (D - x) / sigma^2 of the ideal denoiser is the analytic score, exactly the form EDMDenoiser.score uses.
+    assert torch.allclose((ideal(x, sigma) - x) / sigma[:, None] ** 2, target.score(x, sigma), atol=1e-12)
+    assert torch.allclose(EDMDenoiser.score(ideal, x, sigma), target.score(x, sigma), atol=1e-12)
+
+
+def test_heun_sampler_reproduces_a_gaussian_with_its_exact_denoiser():
+    single = GaussianMixture(torch.tensor([[3.0, -2.0]]), std=1.5)
+    single.means = single.means.double()
+    # The ODE starts from N(0, s_max^2 I), not the true N(m, s_max^2 + 1.5^2): the start's offset m shrinks by
+    # about 1.5 / s_max on the way down, so s_max must be large for an exact mean (3 * 1.5 / 2000 ~ 0.002).
+    samples = heun_sample(AnalyticDenoiser(single), 20_000, num_steps=100, sigma_min=0.01, sigma_max=2000.0,
+                          generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(samples.mean(0), single.means[0], atol=0.05)
+    assert torch.allclose(samples.std(0), torch.full((2,), 1.5, dtype=torch.float64), rtol=0.03)
+    sig = karras_sigmas(5, 0.1, 40.0)
+    assert sig[0] == pytest.approx(40.0) and sig[-2] == pytest.approx(0.1) and sig[-1] == 0
+
+
+def test_shipped_teacher_score_is_close_to_the_true_score():
+    target = mog40()
+    teacher = load_teacher(None, target, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    for sigma in [1.0, 5.0, 20.0]:
+        x = target.sample(4000, generator=g) + sigma * torch.randn(4000, 2, generator=g)
+        s = torch.full((4000,), sigma)
+        true, learned = target.score(x, s), teacher.score(x, s)
+        # Denoiser error |D - D*| = sigma^2 |s - s*|, relative to the data scale (component std 1.31).
+        err = (sigma**2 * (learned - true)).norm(dim=-1).median()
+        assert float(err) < 0.5, (sigma, float(err))
+
+
+class DiagonalLinearGenerator(torch.nn.Module):
+    """x0 = a * z + b."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.dim = len(a)
+        self.a, self.b = torch.nn.Parameter(a.clone()), torch.nn.Parameter(b.clone())
+
+    def forward(self, z):
+        return self.a * z + self.b
+
+
+class ExactPosterior(torch.nn.Module):
+    """p(z | x_t) of x_t = a z + b + sigma eps, z ~ N(0, I): Gaussian, per coordinate."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def log_prob(self, z, x_t, sigma):
+        s2 = sigma[:, None] ** 2
+        var = s2 / (self.a**2 + s2)
+        mean = self.a * (x_t - self.b) / (self.a**2 + s2)
+        return (-0.5 * (z - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)).sum(-1)
+
+
+@pytest.mark.parametrize("antithetic", [False, True])
+def test_control_variate_keeps_the_expected_gradient_and_lowers_variance(antithetic):
+    """With a tight posterior, grad_{x_t} log q carries -eps / sigma; the control variate's +eps / sigma cancels it,
+    leaving s_d - s_theta. Its added term has zero mean, so the expected gradient is unchanged."""
+    a, b = torch.tensor([1.5, 0.7], dtype=torch.float64), torch.tensor([0.3, -0.4], dtype=torch.float64)
+    gen = DiagonalLinearGenerator(a, b)
+    post = ExactPosterior(a, b)  # fixed copies: no gradient reaches the generator through the posterior
+    target = GaussianMixture(torch.tensor([[1.0, 0.0]]), std=1.2)
+    target.means = target.means.double()
+
+    def grads(cv):
+        torch.manual_seed(1)  # the same batches with and without the control variate
+        out = []
+        for _ in range(400):
+            nb = draw_noise(64, 2, 0.2, 5.0, 1.0, antithetic=antithetic, dtype=torch.float64)
+            gen.zero_grad()
+            vardiu_loss(gen, post, nb, target.score, "uniform", 5.0, control_variate=cv).loss.backward()
+            out.append(torch.cat([gen.a.grad, gen.b.grad]).clone())
+        return torch.stack(out)
+
+    plain, cv = grads(False), grads(True)
+    if antithetic:  # eps and -eps cancel the added term exactly within each pair
+        assert torch.allclose(plain, cv, atol=1e-10)
+        return
+    diff = cv - plain  # the added term alone: zero mean
+    se = diff.std(0) / math.sqrt(len(diff))
+    assert torch.all(diff.mean(0).abs() < 5 * se)
+    assert float(cv.var(0).sum()) < 0.2 * float(plain.var(0).sum())
+
+
+def test_tiny_teacher_training_writes_a_loadable_teacher(tmp_path, tiny):
+    res = run_script("train_teacher.py", *tiny, "--max_iter", "20", "--show_iter", "10", "--heun_steps", "5",
+                     "--out_dir", str(tmp_path), "--name", "t")
+    assert res.returncode == 0, res.stderr
+    run_dir = tmp_path / "t"
+    assert_complete_run_folder(run_dir, [0, 10, 20], 400, modules=("denoiser",))
+    teacher = load_teacher(run_dir / "teacher.pt", mog40(), torch.device("cpu"))
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    ema = {k.removeprefix("denoiser."): v for k, v in ckpt["ema"].items()}  # the exported weights are the EMA's
+    assert all(torch.equal(teacher.state_dict()[k], v) for k, v in ema.items())
+
+
+@pytest.mark.parametrize("script,extra", [("train_upper_diffusion.py", []),
+                                          ("train_upper_flow.py", ["--flow_type", "NSF"]),
+                                          ("train_upper_flow.py", ["--flow_type", "PLF", "--teacher", "kde",
+                                                                   "--kde_samples", "500"])])
+def test_vardiu_follows_a_teacher(tmp_path, tiny, script, extra):
+    res = run_script(script, *tiny, *extra, "--max_iter", "20", "--show_iter", "10", "--out_dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = tmp_path.iterdir()
+    assert ("kde_teacher" if "kde" in extra else "edm_teacher") in run_dir.name
+    assert_complete_run_folder(run_dir, [0, 10, 20], 400)
+
+
+def bad_teacher_files(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage")
+    wrong_shape = tmp_path / "wrong_shape.pt"
+    den = EDMDenoiser(2, 8, 1)
+    save_teacher(wrong_shape, den, "mog40", {})
+    ckpt = torch.load(wrong_shape, weights_only=True)
+    ckpt["width"] = 16  # stated sizes no longer fit the weights
+    torch.save(ckpt, wrong_shape)
+    return {"MISSING": str(tmp_path / "nope.pt"), "CORRUPT": str(corrupt), "WRONG_SHAPE": str(wrong_shape),
+            "SHIPPED": str(SHIPPED_TEACHERS["mog40"])}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--teacher_ckpt", "MISSING"], "no such file"),
+    (["--teacher_ckpt", "CORRUPT"], "not a readable checkpoint"),
+    (["--teacher_ckpt", "WRONG_SHAPE"], "weights do not fit"),
+    (["--teacher_ckpt", "SHIPPED", "--target", "mog9"], "trained for mog40"),
+    (["--target", "mog9"], "no teacher ships for --target mog9"),
+    (["--teacher", "kde", "--kde_samples", "0"], "--kde_samples must be a positive integer"),
+    (["--teacher", "gan"], "invalid choice: 'gan'"),
+])
+def test_bad_teacher_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
+    files = bad_teacher_files(tmp_path)
+    args = [files.get(a, a) for a in args]
+    res = run_script("train_upper_diffusion.py", "--out_dir", str(tmp_path / "runs"), *args)
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
+    assert not (tmp_path / "runs").exists()
