@@ -138,3 +138,12 @@ def test_time_limit_ends_the_run_cleanly_at_an_evaluation(tmp_path, tiny):
     resumed = run_script(SCRIPT, "--load", str(tmp_path / "t"), "--max_iter", "20", "--no_progress")
     assert resumed.returncode == 0, resumed.stderr
     assert [int(r["iteration"]) for r in read_metrics(tmp_path / "t")] == [0, 10, 20]
+
+
+def test_tensorboard_writes_event_files(tmp_path, tiny):
+    pytest.importorskip("tensorboard")
+    res = run_script(SCRIPT, "--true_score", *tiny, "--tensorboard", "--max_iter", "10", "--show_iter", "5",
+                     "--out_dir", str(tmp_path), "--name", "tb")
+    assert res.returncode == 0, res.stderr
+    events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100

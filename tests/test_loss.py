@@ -6,6 +6,7 @@ import torch
 
 from losses.vardiu import (NoiseBatch, annealed_power, draw_noise, sample_sigma, sigma_weight, vardiu_bound_terms,
                            vardiu_loss)
+from conftest import ExactPosterior
 from models import GaussianPosterior
 from utils.targets import mog9
 
@@ -103,20 +104,6 @@ def test_gradients_equal_hand_derived_formulas(weight):
     grads = torch.autograd.grad(-(w * post.log_prob(nb.z, x_t, nb.sigma)).mean(), list(post.parameters()))
     for p, expected in zip(post.parameters(), grads):
         assert torch.allclose(p.grad, expected, rtol=1e-9, atol=1e-12)
-
-
-class ExactPosterior(torch.nn.Module):
-    """The exact posterior p(z | x_t) of x_t = a * z + b + sigma * eps (diagonal a), a Gaussian."""
-
-    def __init__(self, a, b):
-        super().__init__()
-        self.a, self.b = a, b
-
-    def log_prob(self, z, x_t, sigma):
-        s2 = sigma[:, None] ** 2
-        var = s2 / (self.a**2 + s2)
-        mean = self.a * (x_t - self.b) / (self.a**2 + s2)
-        return (-0.5 * (z - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)).sum(-1)
 
 
 def test_bound_terms_with_exact_posterior_equal_log_density_ratio_per_sample():

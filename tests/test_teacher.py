@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import assert_complete_run_folder, run_script
+from conftest import ExactPosterior, assert_complete_run_folder, run_script
 from losses.vardiu import draw_noise, vardiu_loss
 from models.denoiser import EDMDenoiser, heun_sample, karras_sigmas
 from utils.targets import GaussianMixture, mog9, mog40
@@ -95,20 +95,6 @@ class DiagonalLinearGenerator(torch.nn.Module):
 
     def forward(self, z):
         return self.a * z + self.b
-
-
-class ExactPosterior(torch.nn.Module):
-    """p(z | x_t) of x_t = a z + b + sigma eps, z ~ N(0, I): Gaussian, per coordinate."""
-
-    def __init__(self, a, b):
-        super().__init__()
-        self.a, self.b = a, b
-
-    def log_prob(self, z, x_t, sigma):
-        s2 = sigma[:, None] ** 2
-        var = s2 / (self.a**2 + s2)
-        mean = self.a * (x_t - self.b) / (self.a**2 + s2)
-        return (-0.5 * (z - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)).sum(-1)
 
 
 @pytest.mark.parametrize("antithetic", [False, True])

@@ -41,13 +41,13 @@ def mean_kernel(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] = 
                 chunk: int = 256) -> torch.Tensor:
     """mean_{i,j} k(x_i, y_j) with k(a, b) = mean_h exp(-|a - b|^2 / (2 h^2)). x [N, d], y [M, d] -> scalar.
 
-    Computed in row chunks (cache-sized blocks; 10k x 10k sets need no large buffers); accumulated in float64.
+    Computed in row chunks (10k x 10k sets need no large buffers); accumulated in float64.
     """
     total = torch.zeros((), dtype=torch.float64, device=x.device)
-    y2 = y.pow(2).sum(-1)
     for start in range(0, x.shape[0], chunk):
-        xc = x[start:start + chunk]
-        d2 = torch.addmm(y2, xc, y.T, alpha=-2).add_(xc.pow(2).sum(-1, keepdim=True)).clamp_min_(0)
+        # Squared distances by direct differences: exact and bit-reproducible (a BLAS x @ y.T form can round
+        # differently from run to run), which keeps resumed runs' metrics identical to uninterrupted ones.
+        d2 = (x[start:start + chunk, None, :] - y[None]).pow_(2).sum(-1)
         total += _kernel_sum(d2, bandwidths).sum(dtype=torch.float64)
     return total / (len(bandwidths) * x.shape[0] * y.shape[0])
 
