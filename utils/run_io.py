@@ -3,7 +3,7 @@
 Layout of a run folder::
 
     config.json                 every flag and derived setting of the run
-    metrics.csv                 one row per evaluation (METRIC_COLUMNS)
+    metrics.csv                 one row per evaluation (METRIC_COLUMNS; bound: VarDiU, score_loss: Diff-Instruct)
     lists/logpd_list.json       the reference repo's lists: log density, MMD, training time per evaluation
     lists/MMD_list.json
     lists/time_list.json
@@ -27,7 +27,7 @@ import torch
 from utils.cli import UsageError
 
 METRIC_COLUMNS = ["iteration", "wall_time", "train_time", "logpd", "mmd", "log_mmd", "modes", "near_mode",
-                  "loss", "bound", "power"]
+                  "loss", "bound", "score_loss", "power"]
 REQUIRED_CHECKPOINT_KEYS = {"iteration", "config", "modules", "optimizers", "rng", "history"}
 
 

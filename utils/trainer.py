@@ -22,8 +22,9 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from losses.diff_instruct import diff_instruct_generator_loss
 from losses.edm import edm_denoiser_loss
-from losses.vardiu import LogProbFn, ScoreFn, annealed_power, draw_noise, vardiu_loss
+from losses.vardiu import LogProbFn, ScoreFn, annealed_power, draw_noise, sample_sigma, vardiu_loss
 from models.denoiser import EDMDenoiser, HeunSampler
 from utils.cli import UsageError, resolve_device, validate_training_args
 from utils.metrics import SampleEvaluator
@@ -91,6 +92,40 @@ class VarDiUStep:
         return scalars
 
 
+class DiffInstructStep:
+    """One Diff-Instruct update: ``score_step`` denoising-score-matching steps of the student denoiser on fresh
+    generator samples (sigma from the same annealed sampler), then one generator step along
+    (student score - target score), as in ``losses.diff_instruct``."""
+
+    def __init__(self, generator: nn.Module, student: EDMDenoiser, target_score: ScoreFn,
+                 args: argparse.Namespace, device: torch.device):
+        self.generator, self.student, self.target_score = generator, student, target_score
+        self.args, self.device = args, device
+        self.opt_g = torch.optim.Adam(generator.parameters(), lr=args.lr)
+        self.opt_s = torch.optim.Adam(student.parameters(), lr=args.score_lr)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "student": self.student}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.opt_g, "student": self.opt_s}
+
+    def __call__(self, power: torch.Tensor) -> dict[str, torch.Tensor]:
+        a = self.args
+        for _ in range(a.score_step):
+            with torch.no_grad():
+                x0 = self.generator(torch.randn(a.batch_size, self.generator.dim, device=self.device))
+            sigma = sample_sigma(a.batch_size, a.sigma_min, a.sigma_max, power, self.device)
+            score_loss = edm_denoiser_loss(self.student, x0, sigma, a.sigma_data)
+            clip_and_step(score_loss, [(self.student, self.opt_s)], a.grad_clip)
+        noise = draw_noise(a.batch_size, self.generator.dim, a.sigma_min, a.sigma_max, power,
+                           antithetic=not a.no_antithetic, device=self.device)
+        loss = diff_instruct_generator_loss(self.generator, self.student.score, noise, self.target_score,
+                                            a.weight, a.sigma_max)
+        clip_and_step(loss, [(self.generator, self.opt_g)], a.grad_clip)
+        return {"loss": loss.detach(), "score_loss": score_loss.detach()}
+
+
 class DenoiserStep:
     """One EDM denoising update of a teacher D(x, sigma) on a minibatch of a fixed training set. Evaluation
     samples through ``generator``: EDM's Heun sampler around the denoiser (EMA'd when --ema_decay is on)."""
@@ -109,7 +144,8 @@ class DenoiserStep:
     def __call__(self, power: torch.Tensor) -> dict[str, torch.Tensor]:
         a = self.args
         idx = torch.randint(0, self.data.shape[0], (a.batch_size,), device=self.data.device)
-        loss = edm_denoiser_loss(self.denoiser, self.data[idx], a.sigma_min, a.sigma_max, a.sigma_data)
+        sigma = sample_sigma(a.batch_size, a.sigma_min, a.sigma_max, 1.0, self.data.device)  # U[min, max]
+        loss = edm_denoiser_loss(self.denoiser, self.data[idx], sigma, a.sigma_data)
         clip_and_step(loss, [(self.denoiser, self.opt)], a.grad_clip)
         return {"loss": loss.detach()}
 
@@ -255,7 +291,7 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
         means = {k: float(v) / max(steps_since_eval, 1) for k, v in sums.items()}
         row = {"iteration": iteration, "wall_time": round(wall_offset + time.perf_counter() - t_start, 3),
                "train_time": round(train_time, 3), **metrics,
-               "loss": means.get("loss", math.nan), "bound": means.get("bound", math.nan),
+               **{k: means.get(k, math.nan) for k in ("loss", "bound", "score_loss")},
                "power": round(power_at(max(iteration - 1, 0)), 6)}
         finite = finite_samples and all(math.isfinite(v) for v in means.values())
         if finite:
