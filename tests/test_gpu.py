@@ -1,5 +1,6 @@
-"""CUDA-only checks (skipped cleanly without a GPU): the training step never synchronises with the host."""
+"""CUDA-only checks (skipped cleanly without a GPU): the training steps never synchronise with the host."""
 import argparse
+import copy
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch
 from models import FlowPosterior, GaussianPosterior, Generator
 from utils.targets import mog40
 from utils.teachers import kde_teacher, load_teacher
-from utils.trainer import VarDiUStep
+from utils.trainer import DiffInstructStep, VarDiUStep
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -38,3 +39,24 @@ def test_training_step_has_no_host_synchronisation(kind, score):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(out["loss"]) and torch.isfinite(out["bound"])
+
+
+@pytest.mark.parametrize("score_step", [1, 3])
+def test_diff_instruct_step_has_no_host_synchronisation(score_step):
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    target = mog40().to(device)
+    args = argparse.Namespace(batch_size=1024, sigma_min=0.1, sigma_max=20.0, no_antithetic=False, weight="sigma2",
+                              lr=1e-4, score_lr=5e-5, grad_clip=10.0, score_step=score_step, sigma_data=10.0)
+    student = copy.deepcopy(load_teacher(None, target, device)).requires_grad_(True)
+    step = DiffInstructStep(Generator(2).to(device), student, target.score, args, device)
+    power = torch.tensor(2.0, device=device)
+    step(power)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            out = step(power)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(out["loss"]) and torch.isfinite(out["score_loss"])
