@@ -1,7 +1,6 @@
 """Shared helpers: run an entry script as a user would (a subprocess in the repo root)."""
 import csv
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -45,20 +44,6 @@ def assert_complete_run_folder(run_dir: Path, iterations: list[int], eval_sample
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["iteration"] == iterations[-1]
     assert set(modules) <= ckpt["modules"].keys() and set(modules) <= ckpt["optimizers"].keys()
-
-
-class ExactPosterior(torch.nn.Module):
-    """The exact posterior p(z | x_t) of x_t = a * z + b + sigma * eps (diagonal a), a Gaussian."""
-
-    def __init__(self, a, b):
-        super().__init__()
-        self.a, self.b = a, b
-
-    def log_prob(self, z, x_t, sigma):
-        s2 = sigma[:, None] ** 2
-        var = s2 / (self.a**2 + s2)
-        mean = self.a * (x_t - self.b) / (self.a**2 + s2)
-        return (-0.5 * (z - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)).sum(-1)
 
 
 @pytest.fixture

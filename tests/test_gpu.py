@@ -17,6 +17,20 @@ def make_posterior(kind: str) -> torch.nn.Module:
     return GaussianPosterior(2) if kind == "gaussian" else FlowPosterior(2, kind, flow_length=4)
 
 
+def run_without_sync(step, power: torch.Tensor) -> dict:
+    """One warm-up step (lazy library initialisation may synchronise once), then three steps under
+    torch.cuda.set_sync_debug_mode("error"), which raises on any host synchronisation."""
+    step(power)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            out = step(power)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return out
+
+
 @pytest.mark.parametrize("kind,score", [("gaussian", "true"), ("NSF", "true"), ("PLF", "true"),
                                         ("gaussian", "edm"), ("gaussian", "kde")])
 def test_training_step_has_no_host_synchronisation(kind, score):
@@ -29,15 +43,7 @@ def test_training_step_has_no_host_synchronisation(kind, score):
                 "kde": lambda: kde_teacher(target, 20_480, 0).to(device).score}[score]()
     step = VarDiUStep(Generator(2).to(device), make_posterior(kind).to(device), score_fn, target.log_prob,
                       args, device, control_variate=score != "true")
-    power = torch.tensor(0.5, device=device)
-    step(power)  # warm-up: lazy library initialisation may synchronise once
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(3):
-            out = step(power)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
+    out = run_without_sync(step, torch.tensor(0.5, device=device))
     assert torch.isfinite(out["loss"]) and torch.isfinite(out["bound"])
 
 
@@ -50,13 +56,5 @@ def test_diff_instruct_step_has_no_host_synchronisation(score_step):
                               lr=1e-4, score_lr=5e-5, grad_clip=10.0, score_step=score_step, sigma_data=10.0)
     student = copy.deepcopy(load_teacher(None, target, device)).requires_grad_(True)
     step = DiffInstructStep(Generator(2).to(device), student, target.score, args, device)
-    power = torch.tensor(2.0, device=device)
-    step(power)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(3):
-            out = step(power)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
+    out = run_without_sync(step, torch.tensor(2.0, device=device))
     assert torch.isfinite(out["loss"]) and torch.isfinite(out["score_loss"])

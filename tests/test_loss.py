@@ -6,7 +6,7 @@ import torch
 
 from losses.vardiu import (NoiseBatch, annealed_power, draw_noise, sample_sigma, sigma_weight, vardiu_bound_terms,
                            vardiu_loss)
-from conftest import ExactPosterior
+from experiments.linear_gaussian import LinearGaussianPosterior
 from models import GaussianPosterior
 from utils.targets import mog9
 
@@ -123,7 +123,7 @@ def test_bound_terms_with_exact_posterior_equal_log_density_ratio_per_sample():
     def log_normal(x, m, v):
         return (-0.5 * (x - m) ** 2 / v - 0.5 * torch.log(2 * math.pi * v)).sum(-1)
 
-    log_q = ExactPosterior(a, b).log_prob(nb.z, x_t, nb.sigma)
+    log_q = LinearGaussianPosterior(a, b).log_prob(nb.z, x_t, nb.sigma)
     terms = vardiu_bound_terms(nb, log_q, log_normal(x_t, m_d, var_d))
     assert torch.allclose(terms, log_normal(x_t, b, var_theta) - log_normal(x_t, m_d, var_d), atol=1e-9)
     kl = 0.5 * (var_theta / var_d + (b - m_d) ** 2 / var_d - 1 + torch.log(var_d / var_theta)).sum()

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from conftest import ExactPosterior, assert_complete_run_folder, run_script
+from conftest import assert_complete_run_folder, run_script
+from experiments.linear_gaussian import DiagonalLinearGenerator, LinearGaussianPosterior
 from losses.vardiu import draw_noise, vardiu_loss
 from models.denoiser import EDMDenoiser, heun_sample, karras_sigmas
 from utils.targets import GaussianMixture, mog9, mog40
@@ -85,25 +86,13 @@ def test_shipped_teacher_score_is_close_to_the_true_score():
         assert float(err) < 0.5, (sigma, float(err))
 
 
-class DiagonalLinearGenerator(torch.nn.Module):
-    """x0 = a * z + b."""
-
-    def __init__(self, a, b):
-        super().__init__()
-        self.dim = len(a)
-        self.a, self.b = torch.nn.Parameter(a.clone()), torch.nn.Parameter(b.clone())
-
-    def forward(self, z):
-        return self.a * z + self.b
-
-
 @pytest.mark.parametrize("antithetic", [False, True])
 def test_control_variate_keeps_the_expected_gradient_and_lowers_variance(antithetic):
     """With a tight posterior, grad_{x_t} log q carries -eps / sigma; the control variate's +eps / sigma cancels it,
     leaving s_d - s_theta. Its added term has zero mean, so the expected gradient is unchanged."""
     a, b = torch.tensor([1.5, 0.7], dtype=torch.float64), torch.tensor([0.3, -0.4], dtype=torch.float64)
     gen = DiagonalLinearGenerator(a, b)
-    post = ExactPosterior(a, b)  # fixed copies: no gradient reaches the generator through the posterior
+    post = LinearGaussianPosterior(a, b)  # fixed copies: no gradient reaches the generator through the posterior
     target = GaussianMixture(torch.tensor([[1.0, 0.0]]), std=1.2)
     target.means = target.means.double()
 

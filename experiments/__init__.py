@@ -1,0 +1,1 @@
+"""Experiments and the closed-form problems they (and the tests) use."""
