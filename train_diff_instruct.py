@@ -14,7 +14,7 @@ import copy
 import torch
 
 from models import Generator
-from utils.cli import UsageError, exit_on_usage_error, training_parser
+from utils.cli import exit_on_usage_error, require_positive, training_parser
 from utils.targets import GaussianMixture
 from utils.teachers import load_teacher, target_score
 from utils.trainer import DiffInstructStep, run_training
@@ -33,11 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build(args: argparse.Namespace, device: torch.device, target: GaussianMixture) -> DiffInstructStep:
-    if args.score_step <= 0:
-        raise UsageError(f"--score_step must be a positive integer, got {args.score_step}")
-    for name in ["score_lr", "sigma_data"]:
-        if not getattr(args, name) > 0:
-            raise UsageError(f"--{name} must be positive, got {getattr(args, name)}")
+    require_positive(args, ["score_step"], integer=True)
+    require_positive(args, ["score_lr", "sigma_data"])
     if not args.anneal_power:  # the reference baseline: p fixed at --power from the first iteration
         args.power_start, args.power_step = args.power, 0.0
     student = copy.deepcopy(load_teacher(args.teacher_ckpt, target, device)).requires_grad_(True).train()

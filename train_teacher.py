@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from models.denoiser import EDMDenoiser
-from utils.cli import UsageError, exit_on_usage_error, training_parser
+from utils.cli import exit_on_usage_error, require_positive, training_parser
 from utils.run_io import load_checkpoint
 from utils.targets import GaussianMixture, make_target
 from utils.teachers import save_teacher
@@ -39,12 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build(args: argparse.Namespace, device: torch.device, target: GaussianMixture) -> DenoiserStep:
-    for name in ["num_train_samples", "heun_steps"]:
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    for name in ["sigma_data", "rho", "sampler_sigma_max"]:
-        if not getattr(args, name) > 0:
-            raise UsageError(f"--{name} must be positive, got {getattr(args, name)}")
+    require_positive(args, ["num_train_samples", "heun_steps"], integer=True)
+    require_positive(args, ["sigma_data", "rho", "sampler_sigma_max"])
     data = target.sample(args.num_train_samples, generator=torch.Generator().manual_seed(args.seed)).to(device)
     denoiser = EDMDenoiser(target.dim, args.width, args.depth, args.sigma_data).to(device)
     return DenoiserStep(denoiser, data, args)

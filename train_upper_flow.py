@@ -13,7 +13,8 @@ import torch
 
 from models import FlowPosterior, Generator
 from models.flows import FLOW_TYPES
-from utils.cli import UsageError, add_posterior_flags, exit_on_usage_error, training_parser
+from utils.cli import (UsageError, add_posterior_flags, exit_on_usage_error, require_positive,
+                       training_parser)
 from utils.targets import GaussianMixture
 from utils.teachers import target_score, use_control_variate
 from utils.trainer import VarDiUStep, run_training
@@ -35,11 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate_flow_args(args: argparse.Namespace) -> None:
-    for name in ["flow_length", "flow_hidden", "flow_bins", "flow_context"]:
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    if not args.flow_tail_bound > 0:
-        raise UsageError(f"--flow_tail_bound must be positive, got {args.flow_tail_bound}")
+    require_positive(args, ["flow_length", "flow_hidden", "flow_bins", "flow_context"], integer=True)
+    require_positive(args, ["flow_tail_bound"])
     if args.flow_bins * 1e-3 >= 1:
         raise UsageError(f"--flow_bins {args.flow_bins} is too many (at most 999)")
 

@@ -32,7 +32,7 @@ def main() -> None:
     target = make_target(a.target).to(device)
     teacher = load_teacher(a.teacher_ckpt, target, device)
     evaluator = SampleEvaluator(target, a.samples, seed=REFERENCE_SET_SEED)
-    print(f"| sampler sigma_max | seed | log density | log MMD | modes | near a mode |\n|---|---|---|---|---|---|")
+    print("| sampler sigma_max | seed | log density | log MMD | modes | near a mode |\n|---|---|---|---|---|---|")
     for s_max in a.sampler_sigma_max:
         for seed in a.seeds:
             g = torch.Generator(device=device).manual_seed(seed)

@@ -24,8 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.linear_gaussian import (DiagonalLinearGenerator, diffusive_kl, gaussian_log_prob,  # noqa: E402
-                                         gaussian_score)
+from experiments.linear_gaussian import (DiagonalLinearGenerator, diffusive_kl, gaussian_score)
 from losses.diff_instruct import diff_instruct_generator_loss  # noqa: E402
 from losses.edm import edm_denoiser_loss  # noqa: E402
 from losses.vardiu import draw_noise, sample_sigma, vardiu_loss  # noqa: E402

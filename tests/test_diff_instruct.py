@@ -68,7 +68,7 @@ def test_anneal_power_gives_the_vardiu_schedule(tmp_path, tiny):
 
 @pytest.mark.parametrize("args,message", [
     (["--score_step", "0"], "--score_step must be a positive integer"),
-    (["--score_lr", "-1"], "--score_lr must be positive"),
+    (["--score_lr", "-1"], "--score_lr must be a positive finite number"),
     (["--teacher_ckpt", "/nonexistent.pt"], "no such file"),
 ])
 def test_diff_instruct_bad_input(tmp_path, args, message):

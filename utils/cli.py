@@ -121,22 +121,27 @@ def add_posterior_flags(parser: argparse.ArgumentParser) -> None:
                         help="posterior learning rate (Adam; default: --lr)")
 
 
+def require_positive(args: argparse.Namespace, names: list[str], integer: bool = False) -> None:
+    """UsageError for the first of these flags (those the script has, and not None) that is not a positive
+    integer (``integer``) or a positive finite number."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if integer and value <= 0:
+            raise UsageError(f"--{name} must be a positive integer, got {value}")
+        if not integer and not 0 < value < float("inf"):
+            raise UsageError(f"--{name} must be a positive finite number, got {value}")
+
+
 def validate_training_args(args: argparse.Namespace) -> None:
     """Raise UsageError with one clear sentence for impossible settings."""
-    positive_ints = ["max_iter", "batch_size", "show_iter", "eval_samples", "power_interval", "width", "depth",
-                     "kde_samples"]
-    for name in [n for n in positive_ints if hasattr(args, n)]:
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    require_positive(args, ["max_iter", "batch_size", "show_iter", "eval_samples", "power_interval", "width",
+                            "depth", "kde_samples"], integer=True)
     for name in ["plot_every", "save_every"]:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name} must be 0 or positive, got {getattr(args, name)}")
-    for name in [n for n in ["sigma_min", "sigma_max", "lr", "power", "power_start"] if hasattr(args, n)]:
-        value = getattr(args, name)
-        if not value > 0 or value == float("inf"):
-            raise UsageError(f"--{name} must be a positive finite number, got {value}")
-    if getattr(args, "posterior_lr", None) is not None and not args.posterior_lr > 0:
-        raise UsageError(f"--posterior_lr must be positive, got {args.posterior_lr}")
+    require_positive(args, ["sigma_min", "sigma_max", "lr", "power", "power_start", "posterior_lr"])
     if args.time_limit < 0:
         raise UsageError(f"--time_limit must be 0 (none) or positive minutes, got {args.time_limit}")
     if getattr(args, "power_step", 0) < 0:
