@@ -1,9 +1,10 @@
-"""The one training loop shared by every entry script, and the VarDiU update step.
+"""The one training loop shared by every entry script, and the update steps it drives (VarDiU, Diff-Instruct,
+the teacher denoiser).
 
 An entry script parses flags and passes ``run_training`` a ``build`` function that wires networks, score and
 loss into a *step*: an object with ``generator`` (the network to evaluate), ``modules()`` and ``optimizers()``
 (dicts that checkpoints save), and ``__call__(power) -> dict[str, Tensor]`` that performs one update and returns
-detached scalars (``loss``, optionally ``bound``). The loop owns everything else: seeding, the run folder or
+detached scalars (``loss``; ``bound`` or ``score_loss`` where the method has them). The loop owns everything else: seeding, the run folder or
 resumption, the power schedule, EMA, evaluation every ``--show_iter`` iterations, metrics, plots, checkpoints,
 the progress bar and non-finite detection. The step itself never synchronises with the host.
 """
@@ -259,6 +260,8 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
     print(f"run folder: {run_dir}  (device {device})", file=sys.stderr)
 
     power_t = torch.zeros((), device=device)
+    if ema is not None:
+        ema_params, gen_params = list(ema.parameters()), list(generator.parameters())
     sums: dict[str, torch.Tensor] = {}
     steps_since_eval = 0
     t_start = time.perf_counter()
@@ -321,7 +324,6 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
                 else:
                     sums[key] = value.clone()
             if ema is not None:
-                ema_params, gen_params = list(ema.parameters()), list(generator.parameters())
                 torch._foreach_lerp_(ema_params, gen_params, 1.0 - args.ema_decay)
             steps_since_eval += 1
             done = it + 1
