@@ -126,6 +126,10 @@ def test_tiny_teacher_training_writes_a_loadable_teacher(tmp_path, tiny):
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     ema = {k.removeprefix("denoiser."): v for k, v in ckpt["ema"].items()}  # the exported weights are the EMA's
     assert all(torch.equal(teacher.state_dict()[k], v) for k, v in ema.items())
+    # Resuming keeps the script's own defaults (set_defaults) without calling them changed flags.
+    res = run_script("train_teacher.py", "--load", str(run_dir), "--max_iter", "30", "--no_progress")
+    assert res.returncode == 0, res.stderr
+    assert torch.load(run_dir / "teacher.pt", weights_only=True)["info"]["iteration"] == 30
 
 
 @pytest.mark.parametrize("script,extra", [("train_upper_diffusion.py", []),

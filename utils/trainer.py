@@ -154,6 +154,7 @@ class DenoiserStep:
 def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
     """Names of the flags the user actually typed (parse again with every default suppressed)."""
     quiet = copy.deepcopy(parser)
+    quiet._defaults = {}  # defaults from set_defaults() would otherwise count as typed
     for action in quiet._actions:
         action.default = argparse.SUPPRESS
     return set(vars(quiet.parse_args(argv)))
