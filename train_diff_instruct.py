@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("Diff-Instruct")
     g.add_argument("--score_step", type=int, default=1, help="student score updates per generator update")
     g.add_argument("--score_lr", type=float, default=5e-5, help="student score learning rate (Adam)")
-    g.add_argument("--g_lr", dest="lr", type=float, help="generator learning rate (the same as --lr)")
+    g.add_argument("--g_lr", dest="lr", type=float, default=argparse.SUPPRESS,
+                   help="generator learning rate (another name for --lr)")
     g.add_argument("--sigma_data", type=float, default=10.0, help="EDM weighting of the student's DSM loss")
     g.add_argument("--anneal_power", action="store_true",
                    help="anneal the sigma-sampler power as the VarDiU scripts do (default: fixed at --power)")
