@@ -1,4 +1,5 @@
-"""The shared training loop: non-finite runs stop cleanly and keep their last good checkpoint; devices."""
+"""The shared training loop: non-finite and interrupted runs stop cleanly and keep their last good checkpoint;
+device resolution."""
 import pytest
 import torch
 
@@ -7,30 +8,36 @@ from utils.cli import UsageError, resolve_device
 from utils.trainer import run_training
 
 
-def test_non_finite_run_stops_and_keeps_last_good_checkpoint(tmp_path, tiny, capsys):
-    calls = {"n": 0}
-
-    def sabotaged_build(args, device, target):
+def hooked_build(hook):
+    """A build function whose step calls hook(step, call_number) before each real update."""
+    def build(args, device, target):
         step = train_upper_diffusion.build(args, device, target)
-        real_call = step.__call__
+        real_call, calls = step.__call__, {"n": 0}
 
-        class Sabotaged:
+        class Hooked:
             generator = step.generator
             modules, optimizers = step.modules, step.optimizers
 
             def __call__(self, power):
                 calls["n"] += 1
-                if calls["n"] == 25:  # poison the generator in the third evaluation interval
-                    with torch.no_grad():
-                        next(step.generator.parameters()).fill_(float("nan"))
+                hook(step, calls["n"])
                 return real_call(power)
 
-        return Sabotaged()
+        return Hooked()
+    return build
+
+
+def test_non_finite_run_stops_and_keeps_last_good_checkpoint(tmp_path, tiny, capsys):
+    def poison(step, n):
+        if n == 25:  # poison the generator in the third evaluation interval
+            with torch.no_grad():
+                next(step.generator.parameters()).fill_(float("nan"))
 
     argv = ["--true_score", *tiny, "--max_iter", "50", "--show_iter", "10", "--out_dir", str(tmp_path),
             "--name", "nan"]
     with pytest.raises(SystemExit) as exc:
-        run_training(train_upper_diffusion.build_parser(), sabotaged_build, "train_upper_diffusion.py", lambda a: "x", argv)
+        run_training(train_upper_diffusion.build_parser(), hooked_build(poison), "train_upper_diffusion.py",
+                     lambda a: "x", argv)
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "non-finite between iterations 20 and 30" in err and "last good checkpoint" in err
@@ -59,3 +66,17 @@ def test_resolve_device_names_the_devices_that_exist(monkeypatch):
         resolve_device("cuda:5")
     with pytest.raises(UsageError, match="not a device torch understands"):
         resolve_device("gpu0")
+
+
+def test_interrupt_exits_cleanly_and_keeps_the_checkpoint(tmp_path, tiny, capsys):
+    def interrupt(step, n):
+        if n == 15:
+            raise KeyboardInterrupt
+
+    argv = ["--true_score", *tiny, "--max_iter", "50", "--show_iter", "10", "--out_dir", str(tmp_path), "--name", "i"]
+    with pytest.raises(SystemExit) as exc:
+        run_training(train_upper_diffusion.build_parser(), hooked_build(interrupt), "train_upper_diffusion.py",
+                     lambda a: "x", argv)
+    assert exc.value.code == 130
+    assert "interrupted; the last checkpoint (iteration 10)" in capsys.readouterr().err
+    assert torch.load(tmp_path / "i" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 10

@@ -356,6 +356,11 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
                       f"--load {run_dir}", file=sys.stderr)
                 break
             t_train = time.perf_counter()
+    except KeyboardInterrupt:
+        last = log.history[-1]["iteration"] if log.history else 0
+        print(f"\ninterrupted; the last checkpoint (iteration {last}) is in {run_dir / 'checkpoints'}; "
+              f"continue with --load {run_dir}", file=sys.stderr)
+        raise SystemExit(130)
     finally:
         bar.close()
         loggers.close()
