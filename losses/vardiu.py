@@ -102,7 +102,8 @@ def vardiu_loss(generator: torch.nn.Module, posterior: torch.nn.Module, noise: N
         target_log_prob: log p_d(x_t | sigma) -> [B], when known: the bound's value is then returned too.
         control_variate: use s_d + eps / sigma, i.e. (D(x_t, sigma) - x0) / sigma^2 for a denoiser D, in place of
             s_d. eps is independent of z, so the added term has zero expected gradient; it cancels exactly
-            within antithetic pairs and lowers the variance without them.
+            within antithetic pairs. Without pairs it lowers the variance when the posterior is tight (it then
+            cancels the -eps / sigma that grad_{x_t} log q carries); with a poor posterior it can raise it.
     """
     x0 = generator(noise.z)
     sigma = noise.sigma

@@ -58,7 +58,8 @@ def training_parser(description: str, distillation: bool = True) -> Parser:
         g.add_argument("--kde_samples", type=int, default=20_480, help="target samples of the KDE teacher")
         g.add_argument("--control_variate", default="auto", choices=["auto", "on", "off"],
                        help="use (D(x_t) - x0) / sigma^2 = score + eps / sigma in the generator gradient "
-                            "(same expectation, lower variance); auto: on with a teacher, off with --true_score")
+                            "(same expectation; lower variance once the posterior is tight); auto: on with a teacher, "
+                            "off with --true_score")
 
     g = p.add_argument_group("noise levels and weighting")
     g.add_argument("--sigma_min", type=float, default=0.1, help="smallest noise level")

@@ -4,9 +4,9 @@ the teacher denoiser).
 An entry script parses flags and passes ``run_training`` a ``build`` function that wires networks, score and
 loss into a *step*: an object with ``generator`` (the network to evaluate), ``modules()`` and ``optimizers()``
 (dicts that checkpoints save), and ``__call__(power) -> dict[str, Tensor]`` that performs one update and returns
-detached scalars (``loss``; ``bound`` or ``score_loss`` where the method has them). The loop owns everything else: seeding, the run folder or
-resumption, the power schedule, EMA, evaluation every ``--show_iter`` iterations, metrics, plots, checkpoints,
-the progress bar and non-finite detection. The step itself never synchronises with the host.
+detached scalars (``loss``; ``bound`` or ``score_loss`` where the method has them). The loop owns everything
+else: seeding, the run folder or resumption, the power schedule, EMA, evaluation every ``--show_iter``
+iterations, metrics, plots, checkpoints, the progress bar and non-finite detection. The step itself never synchronises with the host.
 """
 from __future__ import annotations
 
