@@ -63,7 +63,7 @@ def export_teacher(run_dir: Path) -> Path:
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None):
-    run_dir = run_training(build_parser(), build, script="train_teacher.py", run_prefix=lambda a: "teacher_edm",
+    run_dir, = run_training(build_parser(), build, script="train_teacher.py", run_prefix=lambda a: "teacher_edm",
                            argv=argv)
     print(f"teacher: {export_teacher(run_dir)}")
     return run_dir

@@ -81,7 +81,7 @@ def gradient_error(step, gen, m, s, a: argparse.Namespace) -> tuple[float, float
                                                 a.sigma_max)
         loss.backward()
         grads.append(torch.cat([gen.a.grad, gen.b.grad]).double())
-    for p in list(step.modules()["generator"].parameters()):
+    for p in list(step.nets.modules["generator"].parameters()):
         p.grad = None
     grads = torch.stack(grads)
     a64, b64 = gen.a.detach().double().requires_grad_(True), gen.b.detach().double().requires_grad_(True)

@@ -15,8 +15,8 @@ def hooked_build(hook):
         real_call, calls = step.__call__, {"n": 0}
 
         class Hooked:
-            generator = step.generator
-            modules, optimizers = step.modules, step.optimizers
+            def __getattr__(self, name):  # everything but the call is the real step's
+                return getattr(step, name)
 
             def __call__(self, power):
                 calls["n"] += 1
@@ -34,7 +34,7 @@ def test_non_finite_run_stops_and_keeps_last_good_checkpoint(tmp_path, tiny, cap
                 next(step.generator.parameters()).fill_(float("nan"))
 
     argv = ["--true_score", *tiny, "--max_iter", "50", "--show_iter", "10", "--out_dir", str(tmp_path),
-            "--name", "nan"]
+            "--name", "nan", "--checkpoint_minutes", "0"]
     with pytest.raises(SystemExit) as exc:
         run_training(train_upper_diffusion.build_parser(), hooked_build(poison), "train_upper_diffusion.py",
                      lambda a: "x", argv)
@@ -73,10 +73,26 @@ def test_interrupt_exits_cleanly_and_keeps_the_checkpoint(tmp_path, tiny, capsys
         if n == 15:
             raise KeyboardInterrupt
 
-    argv = ["--true_score", *tiny, "--max_iter", "50", "--show_iter", "10", "--out_dir", str(tmp_path), "--name", "i"]
+    argv = ["--true_score", *tiny, "--max_iter", "50", "--show_iter", "10", "--out_dir", str(tmp_path), "--name", "i",
+            "--checkpoint_minutes", "0"]
     with pytest.raises(SystemExit) as exc:
         run_training(train_upper_diffusion.build_parser(), hooked_build(interrupt), "train_upper_diffusion.py",
                      lambda a: "x", argv)
     assert exc.value.code == 130
     assert "interrupted; the last checkpoint (iteration 10)" in capsys.readouterr().err
     assert torch.load(tmp_path / "i" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 10
+
+
+def test_checkpoints_are_rewritten_only_when_due(tmp_path, tiny, monkeypatch):
+    """--checkpoint_minutes keeps file writes off the training path: by default last.pt is written at iteration 0
+    and at the end only (in a short run); with 0, at every evaluation."""
+    import utils.trainer as trainer
+    real_save, writes = trainer.save_checkpoint, []
+    monkeypatch.setattr(trainer, "save_checkpoint",
+                        lambda path, state: (writes.append(state["iteration"]), real_save(path, state)))
+    for extra, expected in [([], [0, 40]), (["--checkpoint_minutes", "0"], [0, 10, 20, 30, 40])]:
+        writes.clear()
+        run_training(train_upper_diffusion.build_parser(), train_upper_diffusion.build, "train_upper_diffusion.py",
+                     lambda a: "x", ["--true_score", *tiny, "--max_iter", "40", "--show_iter", "10",
+                                     "--out_dir", str(tmp_path), *extra])
+        assert writes == expected

@@ -76,10 +76,10 @@ def training_parser(description: str, distillation: bool = True) -> Parser:
     g.add_argument("--power_uncapped", action="store_true", help="let p grow without the --power cap")
     g.add_argument("--no_antithetic", action="store_true",
                    help="draw independent eps for every sample instead of (eps, -eps) pairs")
-    return _add_common_flags(p)
+    return _add_common_flags(p, vectorised_seeds=True)
 
 
-def _add_common_flags(p: Parser) -> Parser:
+def _add_common_flags(p: Parser, vectorised_seeds: bool = False) -> Parser:
     """Optimisation, evaluation, output and logging flags shared by every training script."""
     g = p.add_argument_group("optimisation")
     g.add_argument("--max_iter", type=int, default=1_000_000, help="training iterations")
@@ -91,8 +91,18 @@ def _add_common_flags(p: Parser) -> Parser:
     g.add_argument("--width", type=int, default=400, help="hidden units of every MLP")
     g.add_argument("--depth", type=int, default=4, help="hidden layers of every MLP")
     g.add_argument("--seed", type=int, default=0, help="random seed")
+    if vectorised_seeds:
+        g.add_argument("--seeds", default=None, metavar="LIST",
+                       help="train several seeds at once, vectorised (e.g. 0-9 or 0,3,7): one process, one run folder "
+                            "per seed, each seed initialised as a --seed run of it (replaces --seed)")
     g.add_argument("--device", default=None,
                    help="torch device, e.g. cpu, cuda, cuda:0 (default: cuda if available, else cpu)")
+    g.add_argument("--tf32", action="store_true",
+                   help="on CUDA, let float32 matrix products use TF32 tensor cores (10-bit mantissa; the paper-size "
+                        "step about 2x faster); default: full float32")
+    g.add_argument("--no_compile", action="store_true",
+                   help="on CUDA, launch every kernel eagerly instead of replaying each iteration as one CUDA graph "
+                        "(the fast path, same results); the CPU is always eager")
 
     g = p.add_argument_group("evaluation, outputs and logging")
     g.add_argument("--show_iter", type=int, default=1000, help="iterations between evaluations")
@@ -101,14 +111,18 @@ def _add_common_flags(p: Parser) -> Parser:
                    help="plot samples every this many evaluations (0: only the final one)")
     g.add_argument("--save_every", type=int, default=100_000,
                    help="keep a numbered checkpoint every this many iterations (0: only the latest)")
+    g.add_argument("--checkpoint_minutes", type=float, default=5.0,
+                   help="rewrite checkpoints/last.pt at the first evaluation after this many minutes, and at the "
+                        "end (0: at every evaluation)")
     g.add_argument("--out_dir", default="runs", help="folder that holds run folders")
     g.add_argument("--name", default=None, help="run folder name (default: built from the method and flags); "
                    "an existing folder is never overwritten: a suffix _1, _2, ... is added")
     g.add_argument("--time_limit", type=float, default=0.0, metavar="MINUTES",
                    help="end the run at the first evaluation after this many minutes (0: no limit); "
                         "continue it later with --load and a --max_iter")
-    g.add_argument("--load", default=None, metavar="CKPT",
-                   help="resume from a checkpoint file or a run folder (continues that run in its folder)")
+    g.add_argument("--load", default=None, nargs="+", metavar="CKPT",
+                   help="resume from a checkpoint file or a run folder (continues that run in its folder); "
+                        "several: the seeds of one vectorised run, resumed together")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to the run folder")
     g.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs wandb installed)")
     g.add_argument("--wandb_project", default="vardiu", help="Weights & Biases project name")
@@ -143,6 +157,8 @@ def validate_training_args(args: argparse.Namespace) -> None:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name} must be 0 or positive, got {getattr(args, name)}")
     require_positive(args, ["sigma_min", "sigma_max", "lr", "power", "power_start", "posterior_lr"])
+    if args.checkpoint_minutes < 0:
+        raise UsageError(f"--checkpoint_minutes must be 0 (every evaluation) or positive, got {args.checkpoint_minutes}")
     if args.time_limit < 0:
         raise UsageError(f"--time_limit must be 0 (none) or positive minutes, got {args.time_limit}")
     if getattr(args, "power_step", 0) < 0:

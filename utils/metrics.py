@@ -38,11 +38,13 @@ def _kernel_sum(d2: torch.Tensor, bandwidths: Sequence[float]) -> torch.Tensor:
 
 
 def mean_kernel(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] = MMD_BANDWIDTHS,
-                chunk: int = 256) -> torch.Tensor:
+                chunk: int | None = None) -> torch.Tensor:
     """mean_{i,j} k(x_i, y_j) with k(a, b) = mean_h exp(-|a - b|^2 / (2 h^2)). x [N, d], y [M, d] -> scalar.
 
-    Computed in row chunks (10k x 10k sets need no large buffers); accumulated in float64.
+    Computed in row chunks (default 256 rows on the CPU, 2048 on a GPU, where fewer launches matter more than
+    buffer size); accumulated in float64.
     """
+    chunk = chunk or (2048 if x.is_cuda else 256)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], chunk):
         # Squared distances by direct differences: exact and bit-reproducible (a BLAS x @ y.T form can round

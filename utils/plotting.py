@@ -1,6 +1,12 @@
-"""Figures of a run: samples over the target's log-density contours, and metric curves."""
+"""Figures of a run: samples over the target's log-density contours, and metric curves.
+
+``PlotWorker`` draws sample plots in a separate process so that training never waits for matplotlib.
+"""
 from __future__ import annotations
 
+import multiprocessing
+import sys
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import matplotlib
@@ -19,16 +25,15 @@ def plot_limits(target: GaussianMixture, margin_stds: float = 4.0) -> tuple[floa
     return float(means.min()) - margin_stds * target.std, float(means.max()) + margin_stds * target.std
 
 
-def plot_samples(samples: torch.Tensor | np.ndarray, target: GaussianMixture, path: str | Path, title: str = "",
+def draw_samples(ax: plt.Axes, samples: torch.Tensor | np.ndarray, target: GaussianMixture,
                  max_points: int = 5000) -> None:
-    """Scatter (up to max_points of) 2-D samples [N, 2] over the target's log-density contours."""
+    """Scatter (up to max_points of) 2-D samples [N, 2] over the target's log-density contours on ax."""
     samples = np.asarray(samples.cpu() if torch.is_tensor(samples) else samples)[:max_points]
     lo, hi = plot_limits(target)
     grid = torch.linspace(lo, hi, 200)
     xx, yy = torch.meshgrid(grid, grid, indexing="xy")
     cpu_target = GaussianMixture(target.means.cpu(), target.std, target.name)
     logp = cpu_target.log_prob(torch.stack([xx.reshape(-1), yy.reshape(-1)], -1)).reshape(200, 200)
-    fig, ax = plt.subplots(figsize=(5, 5))
     top = float(logp.max())
     ax.contour(xx.numpy(), yy.numpy(), logp.numpy(), levels=np.linspace(top - 10, top, 6), linewidths=0.6,
                cmap="viridis", alpha=0.8)
@@ -36,6 +41,13 @@ def plot_samples(samples: torch.Tensor | np.ndarray, target: GaussianMixture, pa
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
+
+
+def plot_samples(samples: torch.Tensor | np.ndarray, target: GaussianMixture, path: str | Path, title: str = "",
+                 max_points: int = 5000) -> None:
+    """A figure of samples over the target's contours (``draw_samples``), saved to path."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    draw_samples(ax, samples, target, max_points)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -61,3 +73,32 @@ def plot_metrics(history: list[dict], path: str | Path, reference_logpd: float |
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_samples_job(samples: np.ndarray, means: np.ndarray, std: float, name: str, path: str, title: str) -> None:
+    plot_samples(samples, GaussianMixture(torch.from_numpy(means), std, name), path, title)
+
+
+class PlotWorker:
+    """Sample plots drawn in one background process (started on the first plot, 'spawn' so it is safe after CUDA
+    initialisation). ``close()`` waits for the outstanding plots and reports any that failed."""
+
+    def __init__(self):
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: list[tuple[Path, Future]] = []
+
+    def plot_samples(self, samples: np.ndarray, target: GaussianMixture, path: Path, title: str = "") -> None:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        job = self._pool.submit(_plot_samples_job, np.asarray(samples), target.means.cpu().numpy(), target.std,
+                                target.name, str(path), title)
+        self._pending = [(p, f) for p, f in self._pending if not f.done() or f.exception()] + [(path, job)]
+
+    def close(self) -> None:
+        if self._pool is None:
+            return
+        for path, job in self._pending:
+            if job.exception() is not None:
+                print(f"warning: could not draw {path}: {job.exception()}", file=sys.stderr)
+        self._pool.shutdown(wait=True)
+        self._pool = None

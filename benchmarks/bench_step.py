@@ -1,0 +1,141 @@
+"""Milliseconds per training iteration at the paper's sizes (width 400, depth 4, batch 1024, true score):
+eager vs the fast path (one CUDA graph per iteration), 1 seed vs K vectorised seeds.
+
+    python benchmarks/bench_step.py                                  # every method, cuda if available
+    python benchmarks/bench_step.py --device cpu --seeds 1 --iters 20 --methods vardiu_gaussian
+
+Times the same iteration function the training loop runs (``utils.trainer.training_iteration``), after warm-up
+(and capture), between two device synchronisations. Prints a Markdown table and the device name and writes a
+JSON file. ``--profile`` adds, per row, the CUDA kernels one iteration launches and their summed GPU time (from an
+eager iteration under torch.profiler): the floor a CUDA graph can approach.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import train_diff_instruct  # noqa: E402
+import train_upper_diffusion  # noqa: E402
+import train_upper_flow  # noqa: E402
+from utils.cli import exit_on_usage_error, resolve_device  # noqa: E402
+from utils.fast import make_iteration_runner  # noqa: E402
+from utils.targets import make_target  # noqa: E402
+from utils.trainer import build_seeds, training_iteration  # noqa: E402
+
+METHODS = {
+    "vardiu_gaussian": (train_upper_diffusion, ["--true_score"]),
+    "vardiu_nsf": (train_upper_flow, ["--true_score", "--flow_type", "NSF"]),
+    "di_ss1": (train_diff_instruct, ["--true_score", "--score_step", "1"]),
+    "di_ss10": (train_diff_instruct, ["--true_score", "--score_step", "10"]),
+}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_iteration(method: str, num_seeds: int, device: torch.device):
+    """The training iteration of a method at the paper's sizes, and the step it drives."""
+    module, flags = METHODS[method]
+    args = module.build_parser().parse_args(flags + ["--device", str(device), "--no_progress"])
+    target = make_target(args.target).to(device)
+    step = build_seeds(module.build, args, device, target, list(range(num_seeds)))
+    power = torch.full((), args.power, device=device)  # the cost does not depend on the power's value
+    return training_iteration(step, power, {}), step
+
+
+def kernel_profile(iteration, device: torch.device) -> tuple[int, float, list]:
+    """(CUDA kernels launched, their summed GPU time in ms, the 8 costliest kernels) for one iteration run
+    outside any graph (compiled or not, as the row's mode)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        iteration()
+        synchronize(device)
+    count, total_us, by_name = 0, 0.0, {}
+    for event in prof.events():
+        if getattr(event, "device_type", None) == torch.autograd.DeviceType.CUDA:
+            us = event.device_time if hasattr(event, "device_time") else event.cuda_time
+            count += 1
+            total_us += us
+            n, t = by_name.get(event.name[:80], (0, 0.0))
+            by_name[event.name[:80]] = (n + 1, t + us)
+    top = sorted(([name, n, round(t, 1)] for name, (n, t) in by_name.items()), key=lambda r: -r[2])[:8]
+    return count, total_us / 1000, top
+
+
+def bench(method: str, num_seeds: int, mode: str, device: torch.device, iters: int, warmup: int,
+          profile_kernels: bool) -> dict:
+    """One row. mode: eager; graph (one CUDA graph per iteration); fast (torch.compile + graph, the default path
+    of the training scripts on CUDA); fast_tf32 (fast with --tf32). The others are full float32."""
+    torch.set_float32_matmul_precision("high" if mode == "fast_tf32" else "highest")
+    iteration, step = make_iteration(method, num_seeds, device)
+    step.nets.compile = mode.startswith("fast")
+    run = make_iteration_runner(iteration, device, mode != "eager")
+    for _ in range(warmup):
+        run()
+    synchronize(device)
+    t0 = time.perf_counter()
+    iters = max(iters // 4, 5) if mode == "eager" else iters
+    for _ in range(iters):
+        run()
+    synchronize(device)
+    ms = (time.perf_counter() - t0) / iters * 1000
+    row = {"method": method, "seeds": num_seeds, "mode": mode, "ms_per_it": ms, "ms_per_seed_it": ms / num_seeds,
+           "iters": iters}
+    if profile_kernels and device.type == "cuda":
+        row["kernels"], row["kernel_ms"], row["top_kernels"] = kernel_profile(iteration, device)
+    return row
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
+    p.add_argument("--seeds", default="1,10", help="comma-separated numbers of vectorised seeds")
+    p.add_argument("--modes", default="eager,graph,fast,fast_tf32",
+                   help="eager; graph: one CUDA graph per iteration; fast: torch.compile + graph; fast_tf32: fast with "
+                        "TF32 matmuls (all but eager need CUDA)")
+    p.add_argument("--iters", type=int, default=200, help="timed iterations per row (eager rows: a quarter)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed iterations first (includes the graph capture)")
+    p.add_argument("--profile", action="store_true", help="count kernels and their GPU time (eager CUDA rows)")
+    p.add_argument("--json", default="benchmarks/results/bench_step.json", help="where to write the results")
+    a = p.parse_args(argv)
+    device = resolve_device(a.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    rows = []
+    print("| method | seeds | mode | ms / iteration | ms / seed-iteration | kernels | kernel ms |")
+    print("|---|---|---|---|---|---|---|")
+    for method in a.methods.split(","):
+        for num_seeds in [int(k) for k in a.seeds.split(",")]:
+            for mode in a.modes.split(","):
+                if mode != "eager" and device.type != "cuda":
+                    continue
+                row = bench(method, num_seeds, mode, device, a.iters, a.warmup, a.profile)
+                rows.append(row)
+                print(f"| {method} | {num_seeds} | {row['mode']} | {row['ms_per_it']:.3f} | "
+                      f"{row['ms_per_seed_it']:.3f} | {row.get('kernels', '')} | "
+                      f"{row['kernel_ms']:.3f} |" if "kernel_ms" in row else
+                      f"| {method} | {num_seeds} | {row['mode']} | {row['ms_per_it']:.3f} | "
+                      f"{row['ms_per_seed_it']:.3f} | | |", flush=True)
+    out = Path(a.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"device": str(device), "device_name": name, "torch": torch.__version__,
+                               "command": " ".join(["python", "benchmarks/bench_step.py", *(argv or sys.argv[1:])]),
+                               "rows": rows}, indent=2))
+    print(f"wrote {out}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

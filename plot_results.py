@@ -1,0 +1,232 @@
+"""The paper's figures and summary table from run folders.
+
+    python plot_results.py runs/grid/*                  # our run folders
+    python plot_results.py results/ --out figures --pdf # any folders below (ours, or the reference repo's lists/)
+
+A run folder is any folder holding ``metrics.csv`` (ours) or ``lists/logpd_list.json`` (the reference repo's
+layout: logpd_list, MMD_list and time_list, one entry per evaluation). Runs are grouped into methods: ours by
+their ``--name`` (the grid launcher names runs after the method) or else by script and flags; reference folders
+by their name with a trailing ``seedN`` removed (or their parent's name when the folder is just ``seedN``).
+
+Writes to --out: mmd_vs_time.png and logpd_vs_time.png (the paper's two figures: mean +- one std over seeds
+against training wall time), metrics_vs_iterations.png, samples_grid.png (final samples of each method's first
+seed over the target's contours), and summary.md / summary.csv: for each run the mean of its last --last
+evaluations, then mean +- std (numpy's, ddof 0) over the method's seeds, beside DESIGN.md section 4's numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from utils.cli import Parser, UsageError, exit_on_usage_error  # noqa: E402
+from utils.experiments import GRID, PAPER_NUMBERS, method_key  # noqa: E402
+
+plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "legend.fontsize": 6.5, "axes.labelsize": 8})
+COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
+
+
+@dataclass
+class Run:
+    """One seed's evaluation history: per evaluation the iteration, training time, log density and log MMD."""
+
+    path: Path
+    method: str
+    iteration: np.ndarray
+    train_time: np.ndarray
+    logpd: np.ndarray
+    log_mmd: np.ndarray
+    samples: np.ndarray | None = None
+    target: str = "mog40"
+
+
+@dataclass
+class MethodRuns:
+    key: str
+    label: str
+    runs: list[Run] = field(default_factory=list)
+
+
+def _log(values: list[float]) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(arr > 0, np.log(np.where(arr > 0, arr, 1.0)), -np.inf)
+
+
+def read_run(path: Path, eval_every: int) -> Run:
+    """Read one run folder, ours (metrics.csv + config.json) or the reference repo's (lists/*.json)."""
+    if (path / "metrics.csv").is_file():
+        with open(path / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            raise UsageError(f"{path}/metrics.csv has no evaluations yet")
+        config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        name = config.get("name")
+        key = re.sub(r"_seed\d+$", "", name) if name else method_key(config)
+        samples = np.load(path / "samples.npy") if (path / "samples.npy").is_file() else None
+        return Run(path, key, np.array([int(r["iteration"]) for r in rows]),
+                   np.array([float(r["train_time"]) for r in rows]), np.array([float(r["logpd"]) for r in rows]),
+                   np.array([float(r["log_mmd"]) for r in rows]), samples, config.get("target", "mog40"))
+    lists = path / "lists"
+    try:
+        logpd = json.loads((lists / "logpd_list.json").read_text())
+        mmd = json.loads((lists / "MMD_list.json").read_text())
+        times = json.loads((lists / "time_list.json").read_text()) if (lists / "time_list.json").is_file() \
+            else [math.nan] * len(logpd)
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"{path}: unreadable reference lists ({err})") from None
+    n = min(len(logpd), len(mmd), len(times))
+    name = re.sub(r"[_-]?seed\d+$", "", path.name) or path.parent.name
+    return Run(path, name, np.arange(n) * eval_every, np.asarray(times[:n], float), np.asarray(logpd[:n], float),
+               _log(mmd[:n]))
+
+
+def find_run_folders(paths: list[str]) -> list[Path]:
+    """Run folders among the given paths and below them."""
+    found: list[Path] = []
+    for spec in paths:
+        root = Path(spec)
+        if not root.exists():
+            raise UsageError(f"{spec}: no such file or folder")
+        candidates = [root] + sorted(p for p in root.rglob("*") if p.is_dir()) if root.is_dir() else []
+        found += [p for p in candidates if (p / "metrics.csv").is_file() or (p / "lists" / "logpd_list.json").is_file()]
+    if not found:
+        raise UsageError(f"no run folders (metrics.csv or lists/logpd_list.json) in {' '.join(paths)}")
+    return list(dict.fromkeys(found))
+
+
+def group_methods(runs: list[Run]) -> list[MethodRuns]:
+    """Runs grouped by method, in the paper's order for the grid's methods, then alphabetically."""
+    groups: dict[str, MethodRuns] = {}
+    for run in runs:
+        label = GRID[run.method].label if run.method in GRID else run.method
+        groups.setdefault(run.method, MethodRuns(run.method, label)).runs.append(run)
+    order = {key: i for i, key in enumerate(GRID)}
+    return sorted(groups.values(), key=lambda g: (order.get(g.key, len(order)), g.key))
+
+
+def summarise(group: MethodRuns, last: int) -> dict:
+    """Mean of each run's last ``last`` evaluations, then mean and std (ddof 0) over the runs."""
+    logpd = [float(np.mean(r.logpd[-last:])) for r in group.runs]
+    log_mmd = [float(np.mean(r.log_mmd[-last:])) for r in group.runs]
+    paper = PAPER_NUMBERS.get(group.label)
+    return {"method": group.label, "seeds": len(group.runs),
+            "evaluations": min(len(r.logpd) for r in group.runs),
+            "last_iteration": min(int(r.iteration[-1]) for r in group.runs),
+            "logpd_mean": float(np.mean(logpd)), "logpd_std": float(np.std(logpd)),
+            "log_mmd_mean": float(np.mean(log_mmd)), "log_mmd_std": float(np.std(log_mmd)),
+            "paper_logpd": f"{paper[0]:.3f} ± {paper[1]:.3f}" if paper else "",
+            "paper_log_mmd": f"{paper[2]:.2f} ± {paper[3]:.2f}" if paper else ""}
+
+
+def aligned(group: MethodRuns, attr: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mean training time, mean iteration, mean, std) over seeds, per evaluation index common to all seeds."""
+    n = min(len(r.logpd) for r in group.runs)
+    values = np.stack([getattr(r, attr)[:n] for r in group.runs])
+    times = np.stack([r.train_time[:n] for r in group.runs])
+    iters = np.stack([r.iteration[:n] for r in group.runs])
+    return times.mean(0), iters.mean(0), values.mean(0), values.std(0)
+
+
+def plot_against(groups: list[MethodRuns], attr: str, x: str, ylabel: str, ax: plt.Axes) -> None:
+    for i, group in enumerate(groups):
+        time, iters, mean, std = aligned(group, attr)
+        xs = time if x == "time" else iters
+        ok = np.isfinite(mean) & np.isfinite(xs)
+        line, = ax.plot(xs[ok], mean[ok], lw=1.0, label=group.label, color=f"C{i % 10}")
+        ax.fill_between(xs[ok], (mean - std)[ok], (mean + std)[ok], color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("wall time (s)" if x == "time" else "iteration")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def save(fig: plt.Figure, out: Path, stem: str, pdf: bool) -> list[Path]:
+    fig.tight_layout()
+    paths = [out / f"{stem}.png"] + ([out / f"{stem}.pdf"] if pdf else [])
+    for path in paths:
+        fig.savefig(path, dpi=200)
+    plt.close(fig)
+    return paths
+
+
+def write_figures(groups: list[MethodRuns], out: Path, pdf: bool) -> list[Path]:
+    written: list[Path] = []
+    for attr, stem, ylabel in [("log_mmd", "mmd_vs_time", "log MMD"), ("logpd", "logpd_vs_time", "log density")]:
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.6))
+        plot_against(groups, attr, "time", ylabel, ax)
+        ax.legend(frameon=False)
+        written += save(fig, out, stem, pdf)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.6))
+    plot_against(groups, "logpd", "iteration", "log density", axes[0])
+    plot_against(groups, "log_mmd", "iteration", "log MMD", axes[1])
+    axes[1].legend(frameon=False)
+    written += save(fig, out, "metrics_vs_iterations", pdf)
+    with_samples = [g for g in groups if g.runs[0].samples is not None]
+    if with_samples:
+        from utils.plotting import draw_samples
+        from utils.targets import make_target
+        cols = min(len(with_samples), 5)
+        rows = math.ceil(len(with_samples) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.5 * rows), squeeze=False)
+        for ax, group in zip(axes.flat, with_samples):
+            draw_samples(ax, group.runs[0].samples, make_target(group.runs[0].target), max_points=2000)
+            ax.set_title(group.label, fontsize=5.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in list(axes.flat)[len(with_samples):]:
+            ax.axis("off")
+        written += save(fig, out, "samples_grid", pdf)
+    return written
+
+
+def write_table(rows: list[dict], out: Path, last: int) -> str:
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [f"| method | seeds | evaluations (last iteration) | log density (last {last}) | log MMD (last {last}) "
+             "| paper log density | paper log MMD |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['seeds']} | {r['evaluations']} ({r['last_iteration']}) | "
+                     f"{r['logpd_mean']:.3f} ± {r['logpd_std']:.3f} | {r['log_mmd_mean']:.2f} ± {r['log_mmd_std']:.2f} | "
+                     f"{r['paper_logpd']} | {r['paper_log_mmd']} |")
+    table = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(table)
+    return table
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> Path:
+    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", help="run folders, or folders holding them")
+    p.add_argument("--out", default="results", help="folder for the figures and the table")
+    p.add_argument("--last", type=int, default=50, help="evaluations averaged per run for the table")
+    p.add_argument("--eval_every", type=int, default=1000,
+                   help="iterations between evaluations for reference-layout folders (they do not record it)")
+    p.add_argument("--pdf", action="store_true", help="also write PDF figures")
+    a = p.parse_args(argv)
+    if a.last <= 0:
+        raise UsageError(f"--last must be a positive number of evaluations, got {a.last}")
+    groups = group_methods([read_run(path, a.eval_every) for path in find_run_folders(a.run_dirs)])
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = write_figures(groups, out, a.pdf)
+    table = write_table([summarise(g, a.last) for g in groups], out, a.last)
+    print(table)
+    print(f"wrote {', '.join(str(f) for f in figures)}, {out / 'summary.md'}, {out / 'summary.csv'}")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

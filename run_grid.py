@@ -1,0 +1,131 @@
+"""Launch the paper's MoG40 grid: methods x seeds, each method one process training its seeds vectorised.
+
+    python run_grid.py --dry_run                                  # print the commands, run nothing
+    python run_grid.py --max_iter 1000000 --seeds 0-9             # the paper's grid, spread over visible GPUs
+    python run_grid.py --methods vardiu_gaussian_true,di_ss1_true --max_iter 20000 -- --power_interval 100
+    sbatch scripts/slurm_grid.sh                                  # one SLURM array task per method
+
+Methods (``--list`` prints them): VarDiU Gaussian and NSF, Diff-Instruct with score_step 10, 5 and 1, each with the
+true score (``*_true``) and with the shipped teacher (``*_teacher``). Runs land in --out_dir as
+``<method>_seed<N>``; each job's output goes to --out_dir/logs/<method>.log. Flags after ``--`` go to every
+training script. Jobs are spread over the GPUs in --gpus (default: all visible), one job per GPU at a time; with
+no GPU they run one after another on the CPU. Exit code 1 if any job failed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from utils.cli import Parser, UsageError, exit_on_usage_error
+from utils.experiments import GRID
+from utils.seeds import parse_seeds
+
+ROOT = Path(__file__).resolve().parent
+
+
+def job_command(method: str, args: argparse.Namespace, extra: list[str]) -> list[str]:
+    spec = GRID[method]
+    return [sys.executable, str(ROOT / spec.script), *spec.flags, "--seeds", args.seeds, "--max_iter",
+            str(args.max_iter), "--out_dir", args.out_dir, "--name", method, "--no_progress", *extra]
+
+
+def visible_gpus() -> list[str]:
+    try:
+        import torch
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        return []
+
+
+def run_jobs(jobs: list[tuple[str, list[str]]], gpus: list[str], log_dir: Path) -> dict[str, int]:
+    """Run jobs, at most one per GPU at a time (or one at a time on the CPU). Returns exit codes."""
+    todo: queue.Queue = queue.Queue()
+    for job in jobs:
+        todo.put(job)
+    codes: dict[str, int] = {}
+
+    def worker(gpu: str | None) -> None:
+        while True:
+            try:
+                method, cmd = todo.get_nowait()
+            except queue.Empty:
+                return
+            env = dict(os.environ)
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpu
+            start = time.time()
+            print(f"start {method}{f' on GPU {gpu}' if gpu is not None else ''}: log {log_dir / (method + '.log')}",
+                  flush=True)
+            with open(log_dir / f"{method}.log", "w") as log:
+                log.write(shlex.join(cmd) + "\n")
+                log.flush()
+                codes[method] = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            print(f"{'done' if codes[method] == 0 else 'FAILED'} {method} (exit {codes[method]}, "
+                  f"{(time.time() - start) / 60:.1f} min)", flush=True)
+
+    threads = [threading.Thread(target=worker, args=(gpu,)) for gpu in (gpus or [None])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return codes
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--methods", default=",".join(GRID), help="comma-separated methods (see --list)")
+    p.add_argument("--method_index", type=int, default=None,
+                   help="run only the method at this index of --methods (a SLURM array task id)")
+    p.add_argument("--seeds", default="0-9", help="seeds, trained vectorised in one process per method")
+    p.add_argument("--max_iter", type=int, default=1_000_000, help="training iterations of every run")
+    p.add_argument("--out_dir", default="runs/grid", help="folder for the run folders and logs")
+    p.add_argument("--gpus", default=None, help="comma-separated GPU indices to use (default: all visible)")
+    p.add_argument("--dry_run", action="store_true", help="print the commands and run nothing")
+    p.add_argument("--list", action="store_true", help="print the methods and their flags, then exit")
+    a = p.parse_args(argv)
+    if a.list:
+        for i, (key, m) in enumerate(GRID.items()):
+            print(f"{i}  {key:24s} {m.label:40s} {m.script} {' '.join(m.flags)}")
+        return 0
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in GRID]
+    if unknown:
+        raise UsageError(f"unknown method(s) {', '.join(unknown)}; see --list")
+    if a.method_index is not None:
+        if not 0 <= a.method_index < len(methods):
+            raise UsageError(f"--method_index {a.method_index} is outside 0..{len(methods) - 1}")
+        methods = [methods[a.method_index]]
+    parse_seeds(a.seeds)  # one clear error now rather than one per job
+    if a.max_iter <= 0:
+        raise UsageError(f"--max_iter must be a positive integer, got {a.max_iter}")
+    gpus = a.gpus.split(",") if a.gpus else visible_gpus()
+    jobs = [(m, job_command(m, a, extra)) for m in methods]
+    if a.dry_run:
+        for i, (method, cmd) in enumerate(jobs):
+            gpu = f"CUDA_VISIBLE_DEVICES={gpus[i % len(gpus)]} " if gpus else ""
+            print(f"{gpu}{shlex.join(cmd)}")
+        return 0
+    log_dir = Path(a.out_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    codes = run_jobs(jobs, gpus, log_dir)
+    failed = sorted(m for m, c in codes.items() if c != 0)
+    if failed:
+        print(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} (see {log_dir})", file=sys.stderr)
+        return 1
+    print(f"all {len(jobs)} jobs done; figures: python plot_results.py {a.out_dir} --out results")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""plot_results.py and run_grid.py: aggregates of fake run folders with known numbers, every figure written, the
+launcher's commands, and a tiny end-to-end grid on the CPU."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+import plot_results
+from conftest import run_script
+from utils.experiments import GRID, method_key
+from utils.run_io import METRIC_COLUMNS
+
+RNG = np.random.default_rng(0)
+
+
+def fake_our_run(root, name, seed, logpd, log_mmd, script="train_upper_diffusion.py"):
+    run = root / f"{name}_seed{seed}"
+    run.mkdir(parents=True)
+    with open(run / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        for i, (lp, lm) in enumerate(zip(logpd, log_mmd)):
+            writer.writerow({"iteration": 1000 * i, "wall_time": 2.0 * i, "train_time": 1.5 * i, "logpd": lp,
+                             "mmd": math.exp(lm), "log_mmd": lm, "modes": 40, "near_mode": 0.9, "loss": 0.1,
+                             "bound": "", "score_loss": "", "power": 2.0})
+    (run / "config.json").write_text(json.dumps({"name": name, "script": script, "true_score": True, "seed": seed,
+                                                 "target": "mog40"}))
+    np.save(run / "samples.npy", RNG.normal(size=(300, 2)) * 20)
+    return run
+
+
+def fake_reference_run(root, name, seed, logpd, mmd, times):
+    lists = root / name / f"seed{seed}" / "lists"
+    lists.mkdir(parents=True)
+    for fname, values in [("logpd_list", logpd), ("MMD_list", mmd), ("time_list", times)]:
+        (lists / f"{fname}.json").write_text(json.dumps(list(values)))
+
+
+def test_summary_table_and_figures_from_known_numbers(tmp_path):
+    ours = {seed: (RNG.normal(-7, 0.5, 6), RNG.normal(-6, 0.3, 6)) for seed in range(3)}
+    for seed, (lp, lm) in ours.items():
+        fake_our_run(tmp_path / "runs", "vardiu_gaussian_true", seed, lp, lm)
+    ref = {seed: (RNG.normal(-8, 0.5, 7), np.exp(RNG.normal(-5, 0.3, 7)), np.arange(7) * 3.0) for seed in range(2)}
+    for seed, (lp, mmd, times) in ref.items():
+        fake_reference_run(tmp_path / "reference", "inf_power_Gaussian_true_score", seed, lp, mmd, times)
+    out = tmp_path / "figs"
+    plot_results.main([str(tmp_path / "runs"), str(tmp_path / "reference"), "--out", str(out), "--last", "4",
+                       "--pdf"])
+
+    with open(out / "summary.csv") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"VarDiU Gaussian*", "inf_power_Gaussian_true_score"}
+    per_run_lp = [lp[-4:].mean() for lp, _ in ours.values()]
+    per_run_lm = [lm[-4:].mean() for _, lm in ours.values()]
+    row = rows["VarDiU Gaussian*"]
+    assert int(row["seeds"]) == 3 and int(row["evaluations"]) == 6 and int(row["last_iteration"]) == 5000
+    assert float(row["logpd_mean"]) == pytest.approx(np.mean(per_run_lp))
+    assert float(row["logpd_std"]) == pytest.approx(np.std(per_run_lp))
+    assert float(row["log_mmd_mean"]) == pytest.approx(np.mean(per_run_lm))
+    assert float(row["log_mmd_std"]) == pytest.approx(np.std(per_run_lm))
+    assert row["paper_logpd"] == "-7.001 ± 0.022" and row["paper_log_mmd"] == "-6.87 ± 0.29"
+    ref_row = rows["inf_power_Gaussian_true_score"]
+    ref_lm = [np.log(mmd[-4:]).mean() for _, mmd, _ in ref.values()]
+    assert int(ref_row["seeds"]) == 2 and int(ref_row["last_iteration"]) == 6000  # 7 evaluations x --eval_every
+    assert float(ref_row["log_mmd_mean"]) == pytest.approx(np.mean(ref_lm))
+    assert float(ref_row["logpd_std"]) == pytest.approx(np.std([lp[-4:].mean() for lp, _, _ in ref.values()]))
+    md = (out / "summary.md").read_text()
+    assert f"{np.mean(per_run_lp):.3f} ± {np.std(per_run_lp):.3f}" in md and "-7.001 ± 0.022" in md
+    for stem in ["mmd_vs_time", "logpd_vs_time", "metrics_vs_iterations", "samples_grid"]:
+        for ext in ["png", "pdf"]:
+            assert (out / f"{stem}.{ext}").stat().st_size > 2000, stem
+
+
+def test_aligned_curves_average_over_seeds(tmp_path):
+    for seed, shift in [(0, 0.0), (1, 2.0)]:
+        fake_our_run(tmp_path, "m", seed, np.array([-9.0, -8.0, -7.0]) + shift, np.array([-4.0, -5.0, -6.0]))
+    (group,) = plot_results.group_methods([plot_results.read_run(p, 1000) for p in sorted(tmp_path.iterdir())])
+    time, iters, mean, std = plot_results.aligned(group, "logpd")
+    np.testing.assert_allclose(mean, [-8.0, -7.0, -6.0])
+    np.testing.assert_allclose(std, [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(time, [0.0, 1.5, 3.0])
+    np.testing.assert_allclose(iters, [0, 1000, 2000])
+
+
+def test_method_keys_name_every_grid_method():
+    assert method_key({"script": "train_upper_flow.py", "flow_type": "NSF", "true_score": True}) == "vardiu_nsf_true"
+    assert method_key({"script": "train_diff_instruct.py", "score_step": 5, "true_score": False}) == "di_ss5_teacher"
+    assert len(GRID) == 10 and GRID["di_ss10_teacher"].label == "Diff-Instruct score_step 10 (teacher)"
+
+
+def test_plot_results_bad_input_is_one_line(tmp_path):
+    res = run_script("plot_results.py", str(tmp_path / "missing"))
+    assert res.returncode == 2 and "no such file or folder" in res.stderr and "Traceback" not in res.stderr
+    res = run_script("plot_results.py", str(tmp_path))
+    assert res.returncode == 2 and "no run folders" in res.stderr
+
+
+def test_run_grid_dry_run_prints_one_vectorised_job_per_method():
+    res = run_script("run_grid.py", "--dry_run", "--gpus", "0,1", "--max_iter", "500", "--", "--show_iter", "100")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 10
+    assert lines[0].startswith("CUDA_VISIBLE_DEVICES=0 ") and lines[1].startswith("CUDA_VISIBLE_DEVICES=1 ")
+    for line, (key, method) in zip(lines, GRID.items()):
+        assert method.script in line and f"--name {key}" in line and "--seeds 0-9" in line
+        assert line.endswith("--show_iter 100") and "--max_iter 500" in line
+    res = run_script("run_grid.py", "--dry_run", "--method_index", "4")
+    assert res.stdout.count("\n") == 1 and "--name di_ss1_true" in res.stdout
+    res = run_script("run_grid.py", "--methods", "vardiu_bogus")
+    assert res.returncode == 2 and "unknown method" in res.stderr
+
+
+def test_tiny_grid_end_to_end_on_cpu(tmp_path):
+    tiny = ["--width", "16", "--depth", "1", "--batch_size", "32", "--eval_samples", "200", "--show_iter", "5",
+            "--device", "cpu"]
+    res = run_script("run_grid.py", "--methods", "vardiu_gaussian_true,di_ss1_true", "--seeds", "0-1",
+                     "--max_iter", "10", "--out_dir", str(tmp_path / "grid"), "--gpus", "", "--", *tiny)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = run_script("plot_results.py", str(tmp_path / "grid"), "--out", str(tmp_path / "figs"), "--last", "2")
+    assert res.returncode == 0, res.stderr
+    with open(tmp_path / "figs" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["VarDiU Gaussian*", "Diff-Instruct* score_step 1"]
+    assert all(int(r["seeds"]) == 2 and int(r["last_iteration"]) == 10 for r in rows)

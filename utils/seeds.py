@@ -1,0 +1,171 @@
+"""Vectorised seeds: K independent copies of a step's networks trained in one process.
+
+``Networks`` holds the trainable networks of a training step (generator, posterior, student, ...). With one seed
+they are ordinary modules and ``call(fn, ...)`` is simply ``fn(modules, ...)``. ``Networks.stack`` turns K
+single-seed sets (each initialised under its own seed) into one set whose parameters are stacked along a new
+leading dimension, and ``call`` then runs ``fn`` once per seed under ``torch.func.vmap`` (batched matrix
+products, one kernel for all seeds). Random draws inside ``fn`` differ between seeds (``randomness="different"``);
+parameters, gradients, gradient clipping and Adam moments stay separate per seed, so each seed is an ordinary
+independent run. Checkpoints are written per seed in the single-seed format.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call, vmap
+
+from utils.cli import UsageError
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """'0-9' -> [0, ..., 9]; '0,3,7' -> [0, 3, 7]; '1-3,8' -> [1, 2, 3, 8]. Raises UsageError on bad input."""
+    seeds: list[int] = []
+    for part in spec.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise UsageError(f"--seeds {spec!r}: expected a range like 0-9 or a list like 0,3,7")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise UsageError(f"--seeds {spec!r}: range {lo}-{hi} is empty")
+        seeds.extend(range(lo, hi + 1))
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {spec!r} names a seed twice")
+    return seeds
+
+
+class _Apply(nn.Module):
+    """Holds the networks under one root so ``functional_call`` can swap all their parameters at once."""
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        super().__init__()
+        self.nets = nn.ModuleDict(modules)
+
+    def forward(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(dict(self.nets.items()), *args)
+
+
+class Networks:
+    """The trainable networks of a step, for one seed (plain modules) or K seeds (stacked parameters)."""
+
+    def __init__(self, **modules: nn.Module):
+        self.num_seeds = 1
+        self.modules: dict[str, nn.Module] = modules
+        self.compile = False  # the fast path sets this: each function given to call() runs through torch.compile
+        self._compiled: dict[Any, Callable[..., Any]] = {}
+        self._stacked: dict[str, dict[str, torch.Tensor]] = {}  # name -> {param/buffer name: [K, ...]}
+        self._root: _Apply | None = None
+
+    @classmethod
+    def stack(cls, sets: list["Networks"]) -> "Networks":
+        """One set with K = len(sets) seeds; sets[0]'s modules become the per-seed template."""
+        if len(sets) == 1:
+            return sets[0]
+        out = cls(**sets[0].modules)
+        out.num_seeds = len(sets)
+        for name, module in sets[0].modules.items():
+            state = {}
+            for key, p in module.named_parameters():
+                stacked = torch.stack([dict(s.modules[name].named_parameters())[key].detach() for s in sets])
+                state[key] = nn.Parameter(stacked, requires_grad=p.requires_grad)
+            for key, _ in module.named_buffers():
+                state[key] = torch.stack([dict(s.modules[name].named_buffers())[key] for s in sets])
+            out._stacked[name] = state
+        out._root = _Apply({k: copy.deepcopy(m) for k, m in sets[0].modules.items()})
+        return out
+
+    def parameters(self, name: str) -> list[torch.Tensor]:
+        """Parameters of one network (stacked [K, ...] for several seeds), in ``named_parameters`` order."""
+        if self.num_seeds == 1:
+            return list(self.modules[name].parameters())
+        names = [k for k, _ in self.modules[name].named_parameters()]
+        return [self._stacked[name][k] for k in names]
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(modules: dict[str, nn.Module], *args) for each seed. Tensors fn returns gain a leading [K] dim
+        when there are several seeds; args are shared by all seeds. With ``compile`` set, the call (forward and,
+        through AOTAutograd, backward) is compiled by torch.compile once per fn: fewer, fused kernels."""
+        if not self.compile:
+            return self._call(fn, *args)
+        if fn not in self._compiled:
+            # fallback_random: random draws stay PyTorch's own (same numbers as eager), not inductor's generator
+            self._compiled[fn] = torch.compile(functools.partial(self._call, fn), dynamic=False,
+                                               options={"fallback_random": True})
+        return self._compiled[fn](*args)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.num_seeds == 1:
+            return fn(self.modules, *args)
+        flat = {f"nets.{name}.{key}": t for name, state in self._stacked.items() for key, t in state.items()}
+
+        def one_seed(state: dict[str, torch.Tensor], *a: Any) -> Any:
+            return functional_call(self._root, state, (fn, *a))
+
+        return vmap(one_seed, in_dims=(0,) + (None,) * len(args), randomness="different")(flat, *args)
+
+    def clip_grad_norm_(self, name: str, max_norm: float) -> None:
+        """Scale each seed's gradient of one network to norm <= max_norm (no host synchronisation)."""
+        params = [p for p in self.parameters(name) if p.grad is not None]
+        if not params:
+            return
+        if self.num_seeds == 1:
+            torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+            return
+        grads = [p.grad for p in params]
+        sq = torch.stack([g.reshape(self.num_seeds, -1).pow(2).sum(1) for g in grads]).sum(0)  # [K]
+        coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.reshape((-1,) + (1,) * (g.dim() - 1)))
+
+    def state_dict(self, name: str, seed_index: int = 0) -> dict[str, torch.Tensor]:
+        """One seed's state dict of a network, in the single-seed module's format."""
+        if self.num_seeds == 1:
+            return self.modules[name].state_dict()
+        return {k: self._stacked[name][k][seed_index].detach().clone()
+                for k in self.modules[name].state_dict()}
+
+    def load_state_dict(self, name: str, state: dict[str, torch.Tensor], seed_index: int = 0) -> None:
+        """Load one seed's state dict (single-seed format) into a network."""
+        if self.num_seeds == 1:
+            self.modules[name].load_state_dict(state)
+            return
+        template = self.modules[name]
+        template.load_state_dict(state)  # checks keys and shapes
+        with torch.no_grad():
+            for key, value in template.state_dict().items():
+                self._stacked[name][key][seed_index].copy_(value)
+
+
+def optimizer_state_for_seed(opt: torch.optim.Optimizer, num_seeds: int, seed_index: int) -> dict:
+    """One seed's optimizer state dict: per-parameter state tensors with a leading [K] dim are sliced."""
+    state = opt.state_dict()
+    if num_seeds == 1:
+        return state
+    sliced = {idx: {k: v[seed_index].clone() if torch.is_tensor(v) and v.dim() > 0 else v for k, v in s.items()}
+              for idx, s in state["state"].items()}
+    return {"state": sliced, "param_groups": state["param_groups"]}
+
+
+def load_optimizer_state_for_seed(opt: torch.optim.Optimizer, state: dict, num_seeds: int, seed_index: int) -> None:
+    """Load one seed's optimizer state (single-seed format) into an optimizer over stacked parameters.
+    Every seed of a vectorised run shares the Adam step count, so the last seed loaded sets it."""
+    if num_seeds == 1:
+        opt.load_state_dict(state)
+        return
+    params = [p for group in opt.param_groups for p in group["params"]]
+    for idx, s in state["state"].items():
+        p = params[int(idx)]
+        slot = opt.state[p]
+        for k, v in s.items():
+            if torch.is_tensor(v) and v.dim() > 0:
+                if k not in slot:
+                    slot[k] = torch.zeros((num_seeds,) + tuple(v.shape), dtype=v.dtype, device=p.device)
+                slot[k][seed_index].copy_(v)
+            else:
+                on_device = opt.defaults.get("capturable") or opt.defaults.get("fused")
+                slot[k] = v.to(p.device) if torch.is_tensor(v) and on_device else v
