@@ -1,5 +1,6 @@
 """Milliseconds per training iteration at the paper's sizes (width 400, depth 4, batch 1024, true score):
-eager vs the fast path (one CUDA graph per iteration), 1 seed vs K vectorised seeds.
+eager vs the fast path (one CUDA graph per iteration; also with --compile, and --compile --tf32), 1 seed vs K
+vectorised seeds.
 
     python benchmarks/bench_step.py                                  # every method, cuda if available
     python benchmarks/bench_step.py --device cpu --seeds 1 --iters 20 --methods vardiu_gaussian
@@ -75,7 +76,8 @@ def kernel_profile(iteration, device: torch.device) -> tuple[int, float, list]:
 def bench(method: str, num_seeds: int, mode: str, device: torch.device, iters: int, warmup: int,
           profile_kernels: bool) -> dict:
     """One row. mode: eager; graph (one CUDA graph per iteration); fast (torch.compile + graph, the default path
-    of the training scripts on CUDA); fast_tf32 (fast with --tf32). The others are full float32."""
+    of the training scripts on CUDA with --compile); fast_tf32 (fast with --tf32). The others are full float32."""
+    torch._dynamo.reset()  # each row compiles afresh (no recompile limit across rows)
     torch.set_float32_matmul_precision("high" if mode == "fast_tf32" else "highest")
     iteration, step = make_iteration(method, num_seeds, device)
     step.nets.compile = mode.startswith("fast")
@@ -103,8 +105,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
     p.add_argument("--seeds", default="1,10", help="comma-separated numbers of vectorised seeds")
     p.add_argument("--modes", default="eager,graph,fast,fast_tf32",
-                   help="eager; graph: one CUDA graph per iteration; fast: torch.compile + graph; fast_tf32: fast with "
-                        "TF32 matmuls (all but eager need CUDA)")
+                   help="eager; graph: one CUDA graph per iteration (the scripts' default on CUDA); fast: --compile + "
+                        "graph; fast_tf32: fast with --tf32 (all but eager need CUDA)")
     p.add_argument("--iters", type=int, default=200, help="timed iterations per row (eager rows: a quarter)")
     p.add_argument("--warmup", type=int, default=20, help="untimed iterations first (includes the graph capture)")
     p.add_argument("--profile", action="store_true", help="count kernels and their GPU time (eager CUDA rows)")

@@ -102,7 +102,10 @@ def _add_common_flags(p: Parser, vectorised_seeds: bool = False) -> Parser:
                         "step about 2x faster); default: full float32")
     g.add_argument("--no_compile", action="store_true",
                    help="on CUDA, launch every kernel eagerly instead of replaying each iteration as one CUDA graph "
-                        "(the fast path, same results); the CPU is always eager")
+                        "(the fast path, same numbers); the CPU is always eager")
+    g.add_argument("--compile", action="store_true",
+                   help="on the CUDA fast path, also torch.compile the losses (fused kernels: NSF 2.3x faster); "
+                        "trains alike but does not reproduce the eager run's numbers")
 
     g = p.add_argument_group("evaluation, outputs and logging")
     g.add_argument("--show_iter", type=int, default=1000, help="iterations between evaluations")

@@ -40,7 +40,7 @@ from utils.targets import GaussianMixture, make_target
 
 # Flags that may differ when a run is resumed with --load; every other flag comes from the checkpoint.
 RESUME_OVERRIDABLE = {"max_iter", "device", "show_iter", "plot_every", "save_every", "eval_samples", "load",
-                      "time_limit", "tensorboard", "wandb", "wandb_project", "no_progress", "no_compile",
+                      "time_limit", "tensorboard", "wandb", "wandb_project", "no_progress", "no_compile", "compile",
                       "checkpoint_minutes"}
 REFERENCE_SET_SEED = 12345  # seed of the fixed target sample set that MMD is measured against
 
@@ -343,7 +343,7 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
     step = build_seeds(build, args, device, target, seeds)
     num_seeds = len(seeds)
     fast = device.type == "cuda" and not args.no_compile
-    step.nets.compile = fast
+    step.nets.compile = fast and args.compile
     gen_params = step.nets.parameters(step.eval_network)
     template = copy.deepcopy(step.generator).requires_grad_(False)  # a single-seed network to evaluate with
     ema_params = [p.detach().clone() for p in gen_params] if args.ema_decay > 0 else None
@@ -400,7 +400,7 @@ def run_training(parser: argparse.ArgumentParser, build: Callable[[argparse.Name
     evaluator = SampleEvaluator(target, args.eval_samples, seed=REFERENCE_SET_SEED)
     plotter = PlotWorker()
     where = f"{runs[0].run_dir}" if num_seeds == 1 else f"{num_seeds} folders, {runs[0].run_dir} ..."
-    print(f"run folder: {where}  (device {device}, {'fast path: compiled, CUDA graph' if fast else 'eager'}"
+    print(f"run folder: {where}  (device {device}, {('compiled, ' if fast and args.compile else '') + 'CUDA graph' if fast else 'eager'}"
           f"{f', {num_seeds} vectorised seeds' if num_seeds > 1 else ''})", file=sys.stderr)
 
     power_t = torch.zeros((), device=device)
