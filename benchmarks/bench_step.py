@@ -29,7 +29,7 @@ import train_upper_flow  # noqa: E402
 from utils.cli import exit_on_usage_error, resolve_device  # noqa: E402
 from utils.fast import make_iteration_runner  # noqa: E402
 from utils.targets import make_target  # noqa: E402
-from utils.trainer import build_seeds, training_iteration  # noqa: E402
+from utils.trainer import build_seeds, synchronize, training_iteration  # noqa: E402
 
 METHODS = {
     "vardiu_gaussian": (train_upper_diffusion, ["--true_score"]),
@@ -37,11 +37,6 @@ METHODS = {
     "di_ss1": (train_diff_instruct, ["--true_score", "--score_step", "1"]),
     "di_ss10": (train_diff_instruct, ["--true_score", "--score_step", "10"]),
 }
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_iteration(method: str, num_seeds: int, device: torch.device):
@@ -125,11 +120,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     continue
                 row = bench(method, num_seeds, mode, device, a.iters, a.warmup, a.profile)
                 rows.append(row)
+                kernel_ms = f"{row['kernel_ms']:.3f}" if "kernel_ms" in row else ""
                 print(f"| {method} | {num_seeds} | {row['mode']} | {row['ms_per_it']:.3f} | "
-                      f"{row['ms_per_seed_it']:.3f} | {row.get('kernels', '')} | "
-                      f"{row['kernel_ms']:.3f} |" if "kernel_ms" in row else
-                      f"| {method} | {num_seeds} | {row['mode']} | {row['ms_per_it']:.3f} | "
-                      f"{row['ms_per_seed_it']:.3f} | | |", flush=True)
+                      f"{row['ms_per_seed_it']:.3f} | {row.get('kernels', '')} | {kernel_ms} |", flush=True)
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": str(device), "device_name": name, "torch": torch.__version__,

@@ -69,12 +69,11 @@ class Networks:
         out = cls(**sets[0].modules)
         out.num_seeds = len(sets)
         for name, module in sets[0].modules.items():
-            state = {}
-            for key, p in module.named_parameters():
-                stacked = torch.stack([dict(s.modules[name].named_parameters())[key].detach() for s in sets])
-                state[key] = nn.Parameter(stacked, requires_grad=p.requires_grad)
-            for key, _ in module.named_buffers():
-                state[key] = torch.stack([dict(s.modules[name].named_buffers())[key] for s in sets])
+            params = [dict(s.modules[name].named_parameters()) for s in sets]
+            buffers = [dict(s.modules[name].named_buffers()) for s in sets]
+            state = {key: nn.Parameter(torch.stack([ps[key].detach() for ps in params]), requires_grad=p.requires_grad)
+                     for key, p in module.named_parameters()}
+            state |= {key: torch.stack([bs[key] for bs in buffers]) for key, _ in module.named_buffers()}
             out._stacked[name] = state
         out._root = _Apply({k: copy.deepcopy(m) for k, m in sets[0].modules.items()})
         return out
