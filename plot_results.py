@@ -4,14 +4,17 @@
     python plot_results.py results/ --out figures --pdf # any folders below (ours, or the reference repo's lists/)
 
 A run folder is any folder holding ``metrics.csv`` (ours) or ``lists/logpd_list.json`` (the reference repo's
-layout: logpd_list, MMD_list and time_list, one entry per evaluation). Runs are grouped into methods: ours by
-their ``--name`` (the grid launcher names runs after the method) or else by script and flags; reference folders
-by their name with a trailing ``seedN`` removed (or their parent's name when the folder is just ``seedN``).
+layout: logpd_list, MMD_list and time_list, one entry per evaluation). Runs are grouped by recipe and method: ours
+by the ``--recipe`` in their config.json and their ``--name`` (the grid launcher names runs after the method) or
+else by script and flags; reference folders by their name with a trailing ``seedN`` removed (or their parent's
+name when the folder is just ``seedN``). When the runs come from several recipes, labels end in ``[recipe]``.
 
 Writes to --out: mmd_vs_time.png and logpd_vs_time.png (the paper's two figures: mean +- one std over seeds
 against training wall time), metrics_vs_iterations.png, samples_grid.png (final samples of each method's first
 seed over the target's contours), and summary.md / summary.csv: for each run the mean of its last --last
-evaluations, then mean +- std (numpy's, ddof 0) over the method's seeds, beside DESIGN.md section 4's numbers.
+evaluations, then mean +- std (numpy's, ddof 0) over the method's seeds, with the mean number of modes covered
+and the mean fraction of samples near a mode (log density alone cannot see mode collapse), beside the paper's
+numbers for the method of the same name.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from utils.cli import Parser, UsageError, exit_on_usage_error  # noqa: E402
-from utils.experiments import GRID, PAPER_NUMBERS, method_key  # noqa: E402
+from utils.experiments import LABELS, METHOD_ORDER, PAPER_NUMBERS, RECIPES, method_key  # noqa: E402
 
 plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "legend.fontsize": 6.5, "axes.labelsize": 8})
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
@@ -39,7 +42,8 @@ COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
 
 @dataclass
 class Run:
-    """One seed's evaluation history: per evaluation the iteration, training time, log density and log MMD."""
+    """One seed's evaluation history: per evaluation the iteration, training time, log density, log MMD, modes
+    covered and fraction of samples near a mode (NaN for the reference layout, which does not record them)."""
 
     path: Path
     method: str
@@ -47,12 +51,16 @@ class Run:
     train_time: np.ndarray
     logpd: np.ndarray
     log_mmd: np.ndarray
+    modes: np.ndarray
+    near_mode: np.ndarray
     samples: np.ndarray | None = None
     target: str = "mog40"
+    recipe: str = ""
 
 
 @dataclass
 class MethodRuns:
+    recipe: str
     key: str
     label: str
     runs: list[Run] = field(default_factory=list)
@@ -75,9 +83,10 @@ def read_run(path: Path, eval_every: int) -> Run:
         name = config.get("name")
         key = re.sub(r"_seed\d+$", "", name) if name else method_key(config)
         samples = np.load(path / "samples.npy") if (path / "samples.npy").is_file() else None
-        return Run(path, key, np.array([int(r["iteration"]) for r in rows]),
-                   np.array([float(r["train_time"]) for r in rows]), np.array([float(r["logpd"]) for r in rows]),
-                   np.array([float(r["log_mmd"]) for r in rows]), samples, config.get("target", "mog40"))
+        column = lambda name, kind=float: np.array([kind(r[name]) for r in rows])  # noqa: E731
+        return Run(path, key, column("iteration", int), column("train_time"), column("logpd"), column("log_mmd"),
+                   column("modes"), column("near_mode"), samples, config.get("target", "mog40"),
+                   config.get("recipe") or "")
     lists = path / "lists"
     try:
         logpd = json.loads((lists / "logpd_list.json").read_text())
@@ -89,7 +98,7 @@ def read_run(path: Path, eval_every: int) -> Run:
     n = min(len(logpd), len(mmd), len(times))
     name = re.sub(r"[_-]?seed\d+$", "", path.name) or path.parent.name
     return Run(path, name, np.arange(n) * eval_every, np.asarray(times[:n], float), np.asarray(logpd[:n], float),
-               _log(mmd[:n]))
+               _log(mmd[:n]), np.full(n, np.nan), np.full(n, np.nan))
 
 
 def find_run_folders(paths: list[str]) -> list[Path]:
@@ -107,25 +116,34 @@ def find_run_folders(paths: list[str]) -> list[Path]:
 
 
 def group_methods(runs: list[Run]) -> list[MethodRuns]:
-    """Runs grouped by method, in the paper's order for the grid's methods, then alphabetically."""
-    groups: dict[str, MethodRuns] = {}
+    """Runs grouped by (recipe, method): recipes in their order in utils.experiments, methods in the paper's
+    order, then alphabetically. Labels are the paper's legend names, ending in [recipe] when several recipes
+    are present."""
+    several = len({run.recipe for run in runs}) > 1
+    groups: dict[tuple[str, str], MethodRuns] = {}
     for run in runs:
-        label = GRID[run.method].label if run.method in GRID else run.method
-        groups.setdefault(run.method, MethodRuns(run.method, label)).runs.append(run)
-    order = {key: i for i, key in enumerate(GRID)}
-    return sorted(groups.values(), key=lambda g: (order.get(g.key, len(order)), g.key))
+        label = LABELS.get(run.method, run.method) + (f" [{run.recipe or 'no recipe'}]" if several else "")
+        groups.setdefault((run.recipe, run.method), MethodRuns(run.recipe, run.method, label)).runs.append(run)
+    recipe_order = {name: i for i, name in enumerate(RECIPES)}
+    order = {key: i for i, key in enumerate(METHOD_ORDER)}
+    return sorted(groups.values(), key=lambda g: (recipe_order.get(g.recipe, len(recipe_order)), g.recipe,
+                                                  order.get(g.key, len(order)), g.key))
 
 
 def summarise(group: MethodRuns, last: int) -> dict:
     """Mean of each run's last ``last`` evaluations, then mean and std (ddof 0) over the runs."""
-    logpd = [float(np.mean(r.logpd[-last:])) for r in group.runs]
-    log_mmd = [float(np.mean(r.log_mmd[-last:])) for r in group.runs]
-    paper = PAPER_NUMBERS.get(group.label)
-    return {"method": group.label, "seeds": len(group.runs),
+    def per_run(attr: str) -> list[float]:
+        return [float(np.mean(getattr(r, attr)[-last:])) for r in group.runs]
+
+    logpd, log_mmd, modes, near = per_run("logpd"), per_run("log_mmd"), per_run("modes"), per_run("near_mode")
+    paper = PAPER_NUMBERS.get(LABELS.get(group.key, group.key))
+    return {"recipe": group.recipe, "method": group.label, "seeds": len(group.runs),
             "evaluations": min(len(r.logpd) for r in group.runs),
             "last_iteration": min(int(r.iteration[-1]) for r in group.runs),
             "logpd_mean": float(np.mean(logpd)), "logpd_std": float(np.std(logpd)),
             "log_mmd_mean": float(np.mean(log_mmd)), "log_mmd_std": float(np.std(log_mmd)),
+            "modes_mean": float(np.mean(modes)), "modes_min": float(np.min(modes)),
+            "near_mode_mean": float(np.mean(near)),
             "paper_logpd": f"{paper[0]:.3f} ± {paper[1]:.3f}" if paper else "",
             "paper_log_mmd": f"{paper[2]:.2f} ± {paper[3]:.2f}" if paper else ""}
 
@@ -195,11 +213,13 @@ def write_table(rows: list[dict], out: Path, last: int) -> str:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = [f"| method | seeds | evaluations (last iteration) | log density (last {last}) | log MMD (last {last}) "
-             "| paper log density | paper log MMD |", "|---|---|---|---|---|---|---|"]
+    lines = [f"| recipe | method | seeds | evaluations (last iteration) | log density (last {last}) "
+             f"| log MMD (last {last}) | modes covered (mean / worst seed) | near a mode | paper log density "
+             "| paper log MMD |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['seeds']} | {r['evaluations']} ({r['last_iteration']}) | "
+        lines.append(f"| {r['recipe']} | {r['method']} | {r['seeds']} | {r['evaluations']} ({r['last_iteration']}) | "
                      f"{r['logpd_mean']:.3f} ± {r['logpd_std']:.3f} | {r['log_mmd_mean']:.2f} ± {r['log_mmd_std']:.2f} | "
+                     f"{r['modes_mean']:.1f} / {r['modes_min']:.1f} | {r['near_mode_mean']:.3f} | "
                      f"{r['paper_logpd']} | {r['paper_log_mmd']} |")
     table = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(table)

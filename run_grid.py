@@ -1,15 +1,17 @@
-"""Launch the paper's MoG40 grid: methods x seeds, each method one process training its seeds vectorised.
+"""Launch a recipe of the MoG40 experiments: methods x seeds, each method one process training its seeds vectorised.
 
-    python run_grid.py --dry_run                                  # print the commands, run nothing
-    python run_grid.py --max_iter 1000000 --seeds 0-9             # the paper's grid, spread over visible GPUs
-    python run_grid.py --methods vardiu_gaussian_true,di_ss1_true --max_iter 20000 -- --power_interval 100
-    sbatch scripts/slurm_grid.sh                                  # one SLURM array task per method
+    python run_grid.py --list                                      # the recipes, their methods and flags
+    python run_grid.py --recipe paper --dry_run                    # print the commands, run nothing
+    python run_grid.py --recipe paper --max_iter 1000000 --seeds 0-9 --out_dir results
+    python run_grid.py --recipe matched --methods vardiu_gaussian_true,di_ss1_true --max_iter 20000
+    sbatch scripts/slurm_grid.sh                                   # one SLURM array task per method
 
-Methods (``--list`` prints them): VarDiU Gaussian and NSF, Diff-Instruct with score_step 10, 5 and 1, each with the
-true score (``*_true``) and with the shipped teacher (``*_teacher``). Runs land in --out_dir as
-``<method>_seed<N>``; each job's output goes to --out_dir/logs/<method>.log. Flags after ``--`` go to every
-training script. Jobs are spread over the GPUs in --gpus (default: all visible), one job per GPU at a time; with
-no GPU they run one after another on the CPU. Exit code 1 if any job failed.
+Recipes (``utils/experiments.py``): ``paper`` (the table's eight rows as the authors' code ran them), ``matched``
+(every method with the same per-sample weight and sigma schedule) and ``published`` (the README's published
+commands). Runs land in --out_dir/<recipe>/ as ``<method>_seed<N>`` and record the recipe in config.json; each
+job's output goes to --out_dir/<recipe>/logs/<method>.log. Flags after ``--`` go to every training script. Jobs
+are spread over the GPUs in --gpus (default: all visible), one job per GPU at a time; with no GPU they run one
+after another on the CPU. Exit code 1 if any job failed.
 """
 from __future__ import annotations
 
@@ -24,16 +26,24 @@ import time
 from pathlib import Path
 
 from utils.cli import Parser, UsageError, exit_on_usage_error
-from utils.experiments import GRID
+from utils.experiments import RECIPE_SUMMARIES, RECIPES
 from utils.seeds import parse_seeds
 
 ROOT = Path(__file__).resolve().parent
 
 
-def job_command(method: str, args: argparse.Namespace, extra: list[str]) -> list[str]:
-    spec = GRID[method]
-    return [sys.executable, str(ROOT / spec.script), *spec.flags, "--seeds", args.seeds, "--max_iter",
-            str(args.max_iter), "--out_dir", args.out_dir, "--name", method, "--no_progress", *extra]
+def job_command(recipe: str, method: str, seeds: str, max_iter: int, out_dir: Path, extra: list[str]) -> list[str]:
+    """The training command of one method of a recipe: its script and flags, all seeds vectorised."""
+    spec = RECIPES[recipe][method]
+    return [sys.executable, str(ROOT / spec.script), *spec.flags, "--seeds", seeds, "--max_iter", str(max_iter),
+            "--out_dir", str(out_dir), "--name", method, "--recipe", recipe, "--no_progress", *extra]
+
+
+def print_recipes(recipes: list[str]) -> None:
+    for recipe in recipes:
+        print(f"recipe {recipe}: {RECIPE_SUMMARIES[recipe]}")
+        for i, (key, m) in enumerate(RECIPES[recipe].items()):
+            print(f"  {i}  {key:24s} {m.label:40s} {m.script} {' '.join(m.flags)}")
 
 
 def visible_gpus() -> list[str]:
@@ -84,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
     p = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--methods", default=",".join(GRID), help="comma-separated methods (see --list)")
+    p.add_argument("--recipe", default=None, choices=list(RECIPES),
+                   help="which experiment: paper, matched or published (default: paper; --list shows all)")
+    p.add_argument("--methods", default=None, help="comma-separated methods of the recipe (default: all; see --list)")
     p.add_argument("--method_index", type=int, default=None,
                    help="run only the method at this index of --methods (a SLURM array task id)")
     p.add_argument("--seeds", default="0-9", help="seeds, trained vectorised in one process per method")
@@ -95,13 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="print the methods and their flags, then exit")
     a = p.parse_args(argv)
     if a.list:
-        for i, (key, m) in enumerate(GRID.items()):
-            print(f"{i}  {key:24s} {m.label:40s} {m.script} {' '.join(m.flags)}")
+        print_recipes([a.recipe] if a.recipe else list(RECIPES))
         return 0
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in GRID]
+    recipe = a.recipe or "paper"
+    grid = RECIPES[recipe]
+    methods = list(grid) if a.methods is None else [m.strip() for m in a.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in grid]
     if unknown:
-        raise UsageError(f"unknown method(s) {', '.join(unknown)}; see --list")
+        raise UsageError(f"unknown method(s) {', '.join(unknown)} in recipe {recipe}; see --list")
     if a.method_index is not None:
         if not 0 <= a.method_index < len(methods):
             raise UsageError(f"--method_index {a.method_index} is outside 0..{len(methods) - 1}")
@@ -110,20 +123,22 @@ def main(argv: list[str] | None = None) -> int:
     if a.max_iter <= 0:
         raise UsageError(f"--max_iter must be a positive integer, got {a.max_iter}")
     gpus = a.gpus.split(",") if a.gpus else visible_gpus()
-    jobs = [(m, job_command(m, a, extra)) for m in methods]
+    out_dir = Path(a.out_dir) / recipe
+    jobs = [(m, job_command(recipe, m, a.seeds, a.max_iter, out_dir, extra)) for m in methods]
     if a.dry_run:
+        print(f"# recipe {recipe}: {RECIPE_SUMMARIES[recipe]}")
         for i, (method, cmd) in enumerate(jobs):
             gpu = f"CUDA_VISIBLE_DEVICES={gpus[i % len(gpus)]} " if gpus else ""
             print(f"{gpu}{shlex.join(cmd)}")
         return 0
-    log_dir = Path(a.out_dir) / "logs"
+    log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     codes = run_jobs(jobs, gpus, log_dir)
     failed = sorted(m for m, c in codes.items() if c != 0)
     if failed:
         print(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} (see {log_dir})", file=sys.stderr)
         return 1
-    print(f"all {len(jobs)} jobs done; figures: python plot_results.py {a.out_dir} --out results")
+    print(f"all {len(jobs)} jobs done; figures: python plot_results.py {out_dir} --out docs/figures/{recipe}")
     return 0
 
 

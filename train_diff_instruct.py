@@ -14,6 +14,7 @@ import copy
 import torch
 
 from models import Generator
+from models.networks import ReferenceDiffInstructGenerator
 from utils.cli import exit_on_usage_error, require_positive, training_parser
 from utils.targets import GaussianMixture
 from utils.teachers import load_teacher, target_score
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sigma_data", type=float, default=10.0, help="EDM weighting of the student's DSM loss")
     g.add_argument("--anneal_power", action="store_true",
                    help="anneal the sigma-sampler power as the VarDiU scripts do (default: fixed at --power)")
+    g.add_argument("--reference_generator_input", action="store_true",
+                   help="reproduce the authors' baseline exactly: a generator MLP on [z, c] (2 d inputs) updated with "
+                        "c = 0 but sampled with c = 1 for the student's data, evaluation and samples.npy "
+                        "(train_dikl.py at commit bf35f42)")
     return parser
 
 
@@ -39,7 +44,8 @@ def build(args: argparse.Namespace, device: torch.device, target: GaussianMixtur
     if not args.anneal_power:  # the reference baseline: p fixed at --power from the first iteration
         args.power_start, args.power_step = args.power, 0.0
     student = copy.deepcopy(load_teacher(args.teacher_ckpt, target, device)).requires_grad_(True).train()
-    generator = Generator(target.dim, args.width, args.depth).to(device)
+    make_generator = ReferenceDiffInstructGenerator if args.reference_generator_input else Generator
+    generator = make_generator(target.dim, args.width, args.depth).to(device)
     return DiffInstructStep(generator, student, target_score(args, target, device), args, device)
 
 

@@ -11,7 +11,7 @@ import argparse
 import torch
 
 from models import GaussianPosterior, Generator
-from utils.cli import add_posterior_flags, exit_on_usage_error, training_parser
+from utils.cli import add_vardiu_flags, exit_on_usage_error, training_parser
 from utils.targets import GaussianMixture
 from utils.teachers import target_score, use_control_variate
 from utils.trainer import VarDiUStep, run_training
@@ -19,7 +19,7 @@ from utils.trainer import VarDiUStep, run_training
 
 def build_parser() -> argparse.ArgumentParser:
     parser = training_parser(__doc__.split("\n\n")[0])
-    add_posterior_flags(parser)
+    add_vardiu_flags(parser)
     return parser
 
 

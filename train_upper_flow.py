@@ -13,7 +13,7 @@ import torch
 
 from models import FlowPosterior, Generator
 from models.flows import FLOW_TYPES
-from utils.cli import (UsageError, add_posterior_flags, exit_on_usage_error, require_positive,
+from utils.cli import (UsageError, add_vardiu_flags, exit_on_usage_error, require_positive,
                        training_parser)
 from utils.targets import GaussianMixture
 from utils.teachers import target_score, use_control_variate
@@ -22,7 +22,7 @@ from utils.trainer import VarDiUStep, run_training
 
 def build_parser() -> argparse.ArgumentParser:
     parser = training_parser(__doc__.split("\n\n")[0])
-    add_posterior_flags(parser)
+    add_vardiu_flags(parser)
     g = parser.add_argument_group("flow posterior")
     g.add_argument("--flow_type", type=str.upper, default="NSF", choices=FLOW_TYPES,
                    help="NSF: conditional rational-quadratic spline autoregressive flow; PLF: conditional planar flow")

@@ -109,6 +109,7 @@ def main() -> None:
     p.add_argument("--out", default="experiments/figures/gradient_bias.png")
     a = p.parse_args()
     a.sigma_min, a.sigma_max, a.weight, a.no_antithetic, a.grad_clip = 0.1, 5.0, "sigma", False, 10.0
+    a.weight_reduction = "sample"
 
     results: dict = {}
     for d in a.dims:

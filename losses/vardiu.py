@@ -26,6 +26,7 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 WEIGHT_POWERS = {"uniform": 0, "sigma": 1, "sigma2": 2, "sigma4": 4}
+WEIGHT_REDUCTIONS = ("sample", "batch")
 
 
 @dataclass
@@ -72,6 +73,21 @@ def draw_noise(batch_size: int, dim: int, sigma_min: float, sigma_max: float, po
     return NoiseBatch(z, eps, sigma)
 
 
+def weighted_mean(w: torch.Tensor, values: torch.Tensor, reduction: str = "sample") -> torch.Tensor:
+    """Reduce per-sample values [B] with weights [B] to a scalar.
+
+    sample: mean_i w_i v_i, the paper's estimator of E[w(sigma) v].
+    batch:  mean_i w_i * mean_j v_j, what the authors' scripts compute: their weight has shape [B, 1] and the
+            values [B], so ``(w * v).mean()`` broadcasts to the [B, B] matrix w_i v_j, whose mean factorises.
+            Every sample then carries the same weight, the batch-mean weight.
+    """
+    if reduction == "sample":
+        return (w * values).mean()
+    if reduction == "batch":
+        return w.mean() * values.mean()
+    raise ValueError(f"unknown weight reduction {reduction!r}; expected one of {WEIGHT_REDUCTIONS}")
+
+
 @dataclass
 class LossOutput:
     """loss: the scalar to backpropagate; bound: the Monte-Carlo value of U (None if log p_d is unknown)."""
@@ -90,7 +106,7 @@ def vardiu_bound_terms(noise: NoiseBatch, log_q: torch.Tensor, log_p_target: tor
 
 def vardiu_loss(generator: torch.nn.Module, posterior: torch.nn.Module, noise: NoiseBatch, target_score: ScoreFn,
                 weight: str, sigma_max: float, target_log_prob: Optional[LogProbFn] = None,
-                control_variate: bool = False) -> LossOutput:
+                control_variate: bool = False, reduction: str = "sample") -> LossOutput:
     """The VarDiU surrogate for one batch.
 
     Args:
@@ -104,6 +120,8 @@ def vardiu_loss(generator: torch.nn.Module, posterior: torch.nn.Module, noise: N
             s_d. eps is independent of z, so the added term has zero expected gradient; it cancels exactly
             within antithetic pairs. Without pairs it lowers the variance when the posterior is tight (it then
             cancels the -eps / sigma that grad_{x_t} log q carries); with a poor posterior it can raise it.
+        reduction: how the weights meet the per-sample terms (``weighted_mean``): ``sample`` (the paper) or
+            ``batch`` (the authors' code, -mean(w) * mean(L)); the bound's value is reduced the same way.
     """
     x0 = generator(noise.z)
     sigma = noise.sigma
@@ -114,9 +132,10 @@ def vardiu_loss(generator: torch.nn.Module, posterior: torch.nn.Module, noise: N
         score = target_score(x_t.detach(), sigma)
         if control_variate:
             score = score + noise.eps / sigma.unsqueeze(-1)
-    loss = -(w * (log_q + (score * x0).sum(-1))).mean()
+    loss = -weighted_mean(w, log_q + (score * x0).sum(-1), reduction)
     bound = None
     if target_log_prob is not None:
         with torch.no_grad():
-            bound = (w * vardiu_bound_terms(noise, log_q.detach(), target_log_prob(x_t.detach(), sigma))).mean()
+            terms = vardiu_bound_terms(noise, log_q.detach(), target_log_prob(x_t.detach(), sigma))
+            bound = weighted_mean(w, terms, reduction)
     return LossOutput(loss, bound)

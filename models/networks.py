@@ -27,21 +27,48 @@ class MLP(nn.Sequential):
 
 
 class Generator(nn.Module):
-    """One-step generator x0 = g_theta(z), z ~ N(0, I_d). z [B, d] -> x0 [B, d]."""
+    """One-step generator x0 = g_theta(z), z ~ N(0, I_d). z [B, d] -> x0 [B, d].
 
-    def __init__(self, dim: int = 2, width: int = 400, depth: int = 4):
+    ``sample`` draws z and returns ``draw(z)``: the generator as used to produce samples (evaluation, and the
+    samples Diff-Instruct's student learns from). For this class ``draw`` is ``forward``.
+    """
+
+    def __init__(self, dim: int = 2, width: int = 400, depth: int = 4, in_dim: int | None = None):
         super().__init__()
         self.dim = dim
-        self.net = MLP(dim, dim, width, depth)
+        self.net = MLP(in_dim or dim, dim, width, depth)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
+
+    def draw(self, z: torch.Tensor) -> torch.Tensor:
+        """x0 for sampling (as opposed to the training update's ``forward``). [B, d] -> [B, d]."""
+        return self(z)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n generator samples [n, d] (draws z from the given torch.Generator, or the global one)."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.dim, device=device, generator=generator)
-        return self(z)
+        return self.draw(z)
+
+
+class ReferenceDiffInstructGenerator(Generator):
+    """The generator of the authors' Diff-Instruct baseline (``train_dikl.py`` at commit bf35f42), kept for exact
+    reproduction: an MLP with 2 d inputs, [z, c], where c is a constant the caller does not choose consistently.
+    Their generator update calls it with c = 0 (``decoder(z)``: ScoreNet fills a missing sigma with zeros), while
+    the samples the student learns from and the evaluated samples use c = 1 (``decoder(x=z, sigma=ones)``).
+    So the trained function (c = 0) is not the one the student chases or the one that is evaluated (c = 1).
+    ``forward`` (the update) appends zeros; ``draw`` (sampling) appends ones.
+    """
+
+    def __init__(self, dim: int = 2, width: int = 400, depth: int = 4):
+        super().__init__(dim, width, depth, in_dim=2 * dim)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, torch.zeros_like(z)], dim=-1))
+
+    def draw(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, torch.ones_like(z)], dim=-1))
 
 
 def posterior_context(x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

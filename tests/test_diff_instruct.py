@@ -1,14 +1,18 @@
 """Diff-Instruct: the generator gradient of losses/diff_instruct.py, and train_diff_instruct.py end to end."""
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
+import train_diff_instruct
 from conftest import assert_complete_run_folder, read_metrics, run_script
 from losses.diff_instruct import diff_instruct_generator_loss
 from losses.vardiu import draw_noise, sigma_weight
 from models.denoiser import EDMDenoiser
-from utils.targets import mog9
+from models.networks import ReferenceDiffInstructGenerator
+from utils.targets import make_target, mog9
 
 SCRIPT = "train_diff_instruct.py"
 
@@ -75,3 +79,54 @@ def test_diff_instruct_bad_input(tmp_path, args, message):
     res = run_script(SCRIPT, "--true_score", "--out_dir", str(tmp_path / "runs"), *args)
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
+
+
+def generator_inputs_at_each_call_site(reference: bool) -> dict[str, torch.Tensor]:
+    """What the generator's first layer receives in the student's data draw, the generator update and the
+    evaluation sampler of a Diff-Instruct step (built by the script, with or without --reference_generator_input)."""
+    argv = ["--true_score", "--device", "cpu", "--batch_size", "16"] + (["--reference_generator_input"] if reference else [])
+    args = train_diff_instruct.build_parser().parse_args(argv)
+    torch.manual_seed(0)
+    step = train_diff_instruct.build(args, torch.device("cpu"), make_target("mog40"))
+    seen: list[torch.Tensor] = []
+    step.generator.net[0].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
+    power = torch.tensor(2.0)
+    sites = {"student data": lambda: step.student_loss(step.nets.modules, power),
+             "generator update": lambda: step.generator_loss(step.nets.modules, power),
+             "evaluation": lambda: step.generator.sample(16)}
+    inputs = {}
+    for name, call in sites.items():
+        seen.clear()
+        call()
+        inputs[name], = seen
+    return inputs
+
+
+def test_without_reference_generator_input_the_generator_sees_z_only():
+    for name, x in generator_inputs_at_each_call_site(reference=False).items():
+        assert x.shape == (16, 2), name
+
+
+def test_reference_generator_input_appends_zeros_in_the_update_and_ones_when_sampling():
+    """train_dikl.py at bf35f42: decoder(z) in the generator update (ScoreNet pads with zeros), but
+    decoder(x=z, sigma=ones) for the student's samples and for evaluation."""
+    inputs = generator_inputs_at_each_call_site(reference=True)
+    assert all(x.shape == (16, 4) for x in inputs.values())
+    assert torch.all(inputs["generator update"][:, 2:] == 0)
+    assert torch.all(inputs["student data"][:, 2:] == 1)
+    assert torch.all(inputs["evaluation"][:, 2:] == 1)
+
+
+def test_reference_generator_input_run_evaluates_the_sampling_branch(tmp_path, tiny):
+    """samples.npy of a --reference_generator_input run comes from the generator with ones appended."""
+    res = run_script(SCRIPT, "-true_score", *tiny, "--reference_generator_input", "--max_iter", "10", "--show_iter",
+                     "10", "--out_dir", str(tmp_path), "--name", "ref", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    ckpt = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=True)
+    gen = ReferenceDiffInstructGenerator(2, 32, 2)
+    gen.load_state_dict(ckpt["modules"]["generator"])
+    z = torch.randn(400, 2, generator=torch.Generator().manual_seed(0 * 1_000_003 + 10))  # the evaluation stream
+    samples = np.load(tmp_path / "ref" / "samples.npy")
+    with torch.no_grad():
+        np.testing.assert_allclose(samples, gen.draw(z).numpy(), rtol=1e-6, atol=1e-6)
+        assert not np.allclose(samples, gen(z).numpy(), atol=1e-3)

@@ -38,7 +38,7 @@ def test_training_step_has_no_host_synchronisation(kind, score):
     torch.manual_seed(0)
     target = mog40().to(device)
     args = argparse.Namespace(batch_size=1024, sigma_min=0.1, sigma_max=20.0, no_antithetic=False, weight="sigma2",
-                              lr=1e-4, posterior_lr=None, grad_clip=10.0)
+                              lr=1e-4, posterior_lr=None, grad_clip=10.0, weight_reduction="sample")
     score_fn = {"true": lambda: target.score, "edm": lambda: load_teacher(None, target, device).score,
                 "kde": lambda: kde_teacher(target, 20_480, 0).to(device).score}[score]()
     step = VarDiUStep(Generator(2).to(device), make_posterior(kind).to(device), score_fn, target.log_prob,

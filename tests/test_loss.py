@@ -138,3 +138,44 @@ def test_loss_returns_bound_only_when_log_density_known():
     assert vardiu_loss(gen, post, nb, target.score, "sigma2", 5.0).bound is None
     out = vardiu_loss(gen, post, nb, target.score, "sigma2", 5.0, target.log_prob)
     assert out.bound is not None and out.bound.dim() == 0 and torch.isfinite(out.bound)
+
+
+def loss_and_gradients(reduction: str, weight: str):
+    """The VarDiU loss of one fixed batch and its gradients (generator, posterior) under a weight reduction."""
+    torch.manual_seed(0)
+    gen = LinearGenerator()
+    post = GaussianPosterior(2, width=16, depth=2).double()
+    torch.manual_seed(1)
+    nb = draw_noise(64, 2, 0.1, 5.0, 1.0, antithetic=True, dtype=torch.float64)
+    out = vardiu_loss(gen, post, nb, mog9().score, weight, 5.0, mog9().log_prob, reduction=reduction)
+    out.loss.backward()
+    grads = [p.grad.clone() for p in [*gen.parameters(), *post.parameters()]]
+    return out, grads, gen, post, nb
+
+
+@pytest.mark.parametrize("weight", ["sigma2", "sigma"])
+def test_batch_reduction_is_the_reference_codes_broadcast(weight):
+    """--weight_reduction batch computes what the authors' scripts compute: their weight is [B, 1] and the terms
+    [B], so -(weight * terms).mean() is the mean of the [B, B] matrix w_i L_j."""
+    out, _, gen, post, nb = loss_and_gradients("batch", weight)
+    with torch.no_grad():
+        x0 = gen(nb.z)
+        x_t = x0 + nb.sigma[:, None] * nb.eps
+        terms = post.log_prob(nb.z, x_t, nb.sigma) + (mog9().score(x_t, nb.sigma) * x0).sum(-1)  # [B]
+        w = (nb.sigma / 5.0) ** (1 if weight == "sigma" else 2)
+        reference = -(w[:, None] * terms[None, :]).mean()  # the reference's broadcast, written out
+        per_sample = -(w * terms).mean()
+    torch.testing.assert_close(out.loss.detach(), reference, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(reference, per_sample, rtol=1e-3)  # the two reductions really differ here
+
+
+def test_reductions_agree_with_uniform_weights():
+    """With w = 1 the batch-mean weight is 1 and both reductions are the same loss, bound and gradients."""
+    out_s, grads_s, *_ = loss_and_gradients("sample", "uniform")
+    out_b, grads_b, *_ = loss_and_gradients("batch", "uniform")
+    torch.testing.assert_close(out_b.loss, out_s.loss, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(out_b.bound, out_s.bound, rtol=1e-14, atol=1e-14)
+    for g_b, g_s in zip(grads_b, grads_s):
+        torch.testing.assert_close(g_b, g_s, rtol=1e-12, atol=1e-14)
+    out_w, grads_w, *_ = loss_and_gradients("batch", "sigma2")  # and with non-uniform weights they differ
+    assert not torch.allclose(grads_w[0], grads_s[0])

@@ -9,24 +9,27 @@ import pytest
 
 import plot_results
 from conftest import run_script
-from utils.experiments import GRID, method_key
+from utils.experiments import RECIPES, method_key
 from utils.run_io import METRIC_COLUMNS
 
 RNG = np.random.default_rng(0)
 
 
-def fake_our_run(root, name, seed, logpd, log_mmd, script="train_upper_diffusion.py"):
+def fake_our_run(root, name, seed, logpd, log_mmd, script="train_upper_diffusion.py", modes=None, near=None,
+                 recipe=None):
     run = root / f"{name}_seed{seed}"
     run.mkdir(parents=True)
+    modes = [40] * len(logpd) if modes is None else modes
+    near = [0.9] * len(logpd) if near is None else near
     with open(run / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
-        for i, (lp, lm) in enumerate(zip(logpd, log_mmd)):
+        for i, (lp, lm, md, nm) in enumerate(zip(logpd, log_mmd, modes, near)):
             writer.writerow({"iteration": 1000 * i, "wall_time": 2.0 * i, "train_time": 1.5 * i, "logpd": lp,
-                             "mmd": math.exp(lm), "log_mmd": lm, "modes": 40, "near_mode": 0.9, "loss": 0.1,
+                             "mmd": math.exp(lm), "log_mmd": lm, "modes": md, "near_mode": nm, "loss": 0.1,
                              "bound": "", "score_loss": "", "power": 2.0})
     (run / "config.json").write_text(json.dumps({"name": name, "script": script, "true_score": True, "seed": seed,
-                                                 "target": "mog40"}))
+                                                 "target": "mog40", "recipe": recipe}))
     np.save(run / "samples.npy", RNG.normal(size=(300, 2)) * 20)
     return run
 
@@ -87,7 +90,52 @@ def test_aligned_curves_average_over_seeds(tmp_path):
 def test_method_keys_name_every_grid_method():
     assert method_key({"script": "train_upper_flow.py", "flow_type": "NSF", "true_score": True}) == "vardiu_nsf_true"
     assert method_key({"script": "train_diff_instruct.py", "score_step": 5, "true_score": False}) == "di_ss5_teacher"
-    assert len(GRID) == 10 and GRID["di_ss10_teacher"].label == "Diff-Instruct score_step 10 (teacher)"
+    assert RECIPES["paper"]["di_ss10_teacher"].label == "Diff-Instruct score_step 10 (teacher)"
+
+
+def flags_of(recipe: str, method: str) -> str:
+    return " ".join(RECIPES[recipe][method].flags)
+
+
+def test_recipes_hold_the_stated_flags():
+    """paper: the table's eight rows as the authors ran them; matched: one weight and schedule for all;
+    published: the README's commands."""
+    assert list(RECIPES["paper"]) == ["vardiu_gaussian_true", "vardiu_nsf_true", "di_ss10_true", "di_ss5_true",
+                                      "di_ss1_true", "vardiu_nsf_teacher", "vardiu_gaussian_teacher",
+                                      "di_ss10_teacher"]
+    for key in RECIPES["paper"]:
+        flags = flags_of("paper", key)
+        assert "--sigma_max 20" in flags and "--weight sigma2" in flags
+        if key.startswith("vardiu"):
+            assert "--weight_reduction batch" in flags and "--power_uncapped" in flags
+        else:
+            assert "--reference_generator_input" in flags and "--power 2.0" in flags and "--anneal_power" not in flags
+    assert len(RECIPES["matched"]) == 10
+    for key in RECIPES["matched"]:
+        flags = flags_of("matched", key)
+        assert "--weight uniform" in flags and "--power_uncapped" in flags and "reference" not in flags
+        assert ("--anneal_power" in flags) == key.startswith("di_")
+    assert flags_of("published", "vardiu_gaussian_true") == \
+        "--true_score --sigma_min 0.1 --sigma_max 20 --power 2.0 --weight sigma2"
+
+
+def test_summary_groups_by_recipe_and_reports_modes(tmp_path):
+    for recipe, modes in [("paper", [40, 30, 20, 10]), ("matched", [40, 40, 40, 39])]:
+        for seed in range(2):
+            fake_our_run(tmp_path / recipe, "vardiu_gaussian_true", seed, [-8.0, -7.5, -7.2, -7.0],
+                         [-5.0, -6.0, -6.5, -7.0], modes=[m - 2 * seed for m in modes],
+                         near=[0.5, 0.6, 0.7, 0.8 + 0.1 * seed], recipe=recipe)
+    out = tmp_path / "figs"
+    plot_results.main([str(tmp_path / "paper"), str(tmp_path / "matched"), "--out", str(out), "--last", "2"])
+    with open(out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["recipe"], r["method"]) for r in rows] == [("paper", "VarDiU Gaussian* [paper]"),
+                                                          ("matched", "VarDiU Gaussian* [matched]")]
+    assert float(rows[0]["modes_mean"]) == pytest.approx(np.mean([15, 13]))  # last 2 of each seed, then seeds
+    assert float(rows[0]["modes_min"]) == pytest.approx(13)
+    assert float(rows[1]["modes_mean"]) == pytest.approx(np.mean([39.5, 37.5]))
+    assert float(rows[0]["near_mode_mean"]) == pytest.approx(np.mean([0.75, 0.8]))
+    assert "| 14.0 / 13.0 |" in (out / "summary.md").read_text()
 
 
 def test_plot_results_bad_input_is_one_line(tmp_path):
@@ -97,17 +145,26 @@ def test_plot_results_bad_input_is_one_line(tmp_path):
     assert res.returncode == 2 and "no run folders" in res.stderr
 
 
-def test_run_grid_dry_run_prints_one_vectorised_job_per_method():
-    res = run_script("run_grid.py", "--dry_run", "--gpus", "0,1", "--max_iter", "500", "--", "--show_iter", "100")
+@pytest.mark.parametrize("recipe,count", [("paper", 8), ("matched", 10), ("published", 2)])
+def test_run_grid_dry_run_prints_one_vectorised_job_per_method(recipe, count):
+    res = run_script("run_grid.py", "--recipe", recipe, "--dry_run", "--gpus", "0,1", "--max_iter", "500", "--",
+                     "--show_iter", "100")
     assert res.returncode == 0, res.stderr
-    lines = res.stdout.strip().splitlines()
-    assert len(lines) == 10
+    header, *lines = res.stdout.strip().splitlines()
+    assert header.startswith(f"# recipe {recipe}:") and len(lines) == count
     assert lines[0].startswith("CUDA_VISIBLE_DEVICES=0 ") and lines[1].startswith("CUDA_VISIBLE_DEVICES=1 ")
-    for line, (key, method) in zip(lines, GRID.items()):
+    for line, (key, method) in zip(lines, RECIPES[recipe].items()):
         assert method.script in line and f"--name {key}" in line and "--seeds 0-9" in line
+        assert " ".join(method.flags) in line and f"--recipe {recipe}" in line
+        assert f"--out_dir runs/grid/{recipe}" in line
         assert line.endswith("--show_iter 100") and "--max_iter 500" in line
-    res = run_script("run_grid.py", "--dry_run", "--method_index", "4")
-    assert res.stdout.count("\n") == 1 and "--name di_ss1_true" in res.stdout
+
+
+def test_run_grid_method_selection_and_listing():
+    res = run_script("run_grid.py", "--dry_run", "--method_index", "4")  # default recipe: paper
+    assert res.stdout.count("\n") == 2 and "--name di_ss1_true" in res.stdout and "--recipe paper" in res.stdout
+    res = run_script("run_grid.py", "--list")
+    assert res.returncode == 0 and all(f"recipe {r}:" in res.stdout for r in RECIPES)
     res = run_script("run_grid.py", "--methods", "vardiu_bogus")
     assert res.returncode == 2 and "unknown method" in res.stderr
 
@@ -115,12 +172,16 @@ def test_run_grid_dry_run_prints_one_vectorised_job_per_method():
 def test_tiny_grid_end_to_end_on_cpu(tmp_path):
     tiny = ["--width", "16", "--depth", "1", "--batch_size", "32", "--eval_samples", "200", "--show_iter", "5",
             "--device", "cpu"]
-    res = run_script("run_grid.py", "--methods", "vardiu_gaussian_true,di_ss1_true", "--seeds", "0-1",
-                     "--max_iter", "10", "--out_dir", str(tmp_path / "grid"), "--gpus", "", "--", *tiny)
+    res = run_script("run_grid.py", "--recipe", "paper", "--methods", "vardiu_gaussian_true,di_ss1_true",
+                     "--seeds", "0-1", "--max_iter", "10", "--out_dir", str(tmp_path / "grid"), "--gpus", "", "--",
+                     *tiny)
     assert res.returncode == 0, res.stdout + res.stderr
     res = run_script("plot_results.py", str(tmp_path / "grid"), "--out", str(tmp_path / "figs"), "--last", "2")
     assert res.returncode == 0, res.stderr
     with open(tmp_path / "figs" / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == ["VarDiU Gaussian*", "Diff-Instruct* score_step 1"]
+    assert all(r["recipe"] == "paper" for r in rows)
     assert all(int(r["seeds"]) == 2 and int(r["last_iteration"]) == 10 for r in rows)
+    config = json.loads((tmp_path / "grid" / "paper" / "di_ss1_true_seed1" / "config.json").read_text())
+    assert config["recipe"] == "paper" and config["reference_generator_input"] and config["seed"] == 1

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from losses.vardiu import WEIGHT_POWERS
+from losses.vardiu import WEIGHT_POWERS, WEIGHT_REDUCTIONS
 from utils.targets import TARGETS
 
 
@@ -123,6 +123,9 @@ def _add_common_flags(p: Parser, vectorised_seeds: bool = False) -> Parser:
     g.add_argument("--time_limit", type=float, default=0.0, metavar="MINUTES",
                    help="end the run at the first evaluation after this many minutes (0: no limit); "
                         "continue it later with --load and a --max_iter")
+    g.add_argument("--recipe", default=None,
+                   help="name of the run_grid.py recipe this run belongs to (recorded in config.json and used by "
+                        "plot_results.py to group runs; no effect on training)")
     g.add_argument("--load", default=None, nargs="+", metavar="CKPT",
                    help="resume from a checkpoint file or a run folder (continues that run in its folder); "
                         "several: the seeds of one vectorised run, resumed together")
@@ -133,10 +136,14 @@ def _add_common_flags(p: Parser, vectorised_seeds: bool = False) -> Parser:
     return p
 
 
-def add_posterior_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags of the VarDiU scripts' posterior q(z | x_t, sigma)."""
-    parser.add_argument("--posterior_lr", type=float, default=None,
-                        help="posterior learning rate (Adam; default: --lr)")
+def add_vardiu_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of the VarDiU scripts only: the posterior's learning rate and how the weights enter the loss."""
+    g = parser.add_argument_group("VarDiU")
+    g.add_argument("--posterior_lr", type=float, default=None, help="posterior learning rate (Adam; default: --lr)")
+    g.add_argument("--weight_reduction", default="sample", choices=WEIGHT_REDUCTIONS,
+                   help="sample: loss -mean(w * L), each sample weighted by its own w(sigma) (the paper); batch: "
+                        "-mean(w) * mean(L), what the authors' scripts compute (their [B, 1] weight broadcasts "
+                        "against the [B] terms), i.e. uniform weighting scaled by the batch-mean weight")
 
 
 def require_positive(args: argparse.Namespace, names: list[str], integer: bool = False) -> None:

@@ -98,7 +98,8 @@ class VarDiUStep:
         noise = draw_noise(a.batch_size, nets["generator"].dim, a.sigma_min, a.sigma_max, power,
                            antithetic=not a.no_antithetic, device=self.device)
         out = vardiu_loss(nets["generator"], nets["posterior"], noise, self.target_score, a.weight, a.sigma_max,
-                          self.target_log_prob, control_variate=self.control_variate)
+                          self.target_log_prob, control_variate=self.control_variate,
+                          reduction=a.weight_reduction)
         return {"loss": out.loss} if out.bound is None else {"loss": out.loss, "bound": out.bound}
 
     def __call__(self, power: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -132,7 +133,7 @@ class DiffInstructStep:
         """One seed's EDM denoising loss of the student on fresh generator samples."""
         a = self.args
         with torch.no_grad():
-            x0 = nets["generator"](torch.randn(a.batch_size, nets["generator"].dim, device=self.device))
+            x0 = nets["generator"].draw(torch.randn(a.batch_size, nets["generator"].dim, device=self.device))
         sigma = sample_sigma(a.batch_size, a.sigma_min, a.sigma_max, power, self.device)
         return edm_denoiser_loss(nets["student"], x0, sigma, a.sigma_data)
 
