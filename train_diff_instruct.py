@@ -13,12 +13,17 @@ import copy
 
 import torch
 
+from losses.diff_instruct import GeneratorLoss, StudentScoreLoss
+from losses.noise import ConstantPower, make_weight
 from models import Generator
 from models.networks import ReferenceDiffInstructGenerator
 from utils.cli import exit_on_usage_error, require_positive, training_parser
+from utils.methods import noise_sampler, power_schedule
 from utils.targets import GaussianMixture
 from utils.teachers import load_teacher, target_score
-from utils.trainer import DiffInstructStep, run_training
+from utils.trainer import Method, Update, parse_flags, run_training
+
+SCRIPT = "train_diff_instruct.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,21 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build(args: argparse.Namespace, device: torch.device, target: GaussianMixture) -> DiffInstructStep:
-    require_positive(args, ["score_step"], integer=True)
-    require_positive(args, ["score_lr", "sigma_data"])
-    if not args.anneal_power:  # the reference baseline: p fixed at --power from the first iteration
-        args.power_start, args.power_step = args.power, 0.0
-    student = copy.deepcopy(load_teacher(args.teacher_ckpt, target, device)).requires_grad_(True).train()
-    make_generator = ReferenceDiffInstructGenerator if args.reference_generator_input else Generator
-    generator = make_generator(target.dim, args.width, args.depth).to(device)
-    return DiffInstructStep(generator, student, target_score(args, target, device), args, device)
+def build(flags: argparse.Namespace, device: torch.device, target: GaussianMixture) -> Method:
+    """The student first learns (--score_step DSM updates on fresh generator samples), then the generator follows
+    (student score - target score); both draw sigma from the same sampler."""
+    require_positive(flags, ["score_step"], integer=True)
+    require_positive(flags, ["score_lr", "sigma_data"])
+    student = copy.deepcopy(load_teacher(flags.teacher_ckpt, target, device)).requires_grad_(True).train()
+    make_generator = ReferenceDiffInstructGenerator if flags.reference_generator_input else Generator
+    generator = make_generator(target.dim, flags.width, flags.depth).to(device)
+    noise = noise_sampler(flags, device)
+    generator_loss = GeneratorLoss(noise, make_weight(flags.weight, flags.sigma_max), target_score(flags, target, device))
+    return Method(networks={"generator": generator, "student": student},
+                  learning_rates={"generator": flags.lr, "student": flags.score_lr},
+                  updates=[Update(StudentScoreLoss(noise, flags.sigma_data), ("student",), repeats=flags.score_step),
+                           Update(generator_loss, ("generator",))],
+                  # the reference baseline: p fixed at --power from the first iteration
+                  power_schedule=power_schedule(flags) if flags.anneal_power else ConstantPower(flags.power))
 
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None):
-    return run_training(build_parser(), build, script="train_diff_instruct.py",
-                        run_prefix=lambda a: f"diff_instruct_ss{a.score_step}", argv=argv)
+    flags = parse_flags(build_parser(), argv, SCRIPT)
+    return run_training(build, flags, SCRIPT, run_prefix=f"diff_instruct_ss{flags.values.score_step}")
 
 
 if __name__ == "__main__":

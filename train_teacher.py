@@ -14,12 +14,16 @@ from pathlib import Path
 
 import torch
 
-from models.denoiser import EDMDenoiser
+from losses.edm import DenoiserLoss
+from losses.noise import ConstantPower, NoiseSampler
+from models.denoiser import EDMDenoiser, HeunSampler
 from utils.cli import exit_on_usage_error, require_positive, training_parser
 from utils.run_io import load_checkpoint
 from utils.targets import GaussianMixture, make_target
 from utils.teachers import save_teacher
-from utils.trainer import DenoiserStep, run_training
+from utils.trainer import Method, Update, parse_flags, run_training
+
+SCRIPT = "train_teacher.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,12 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build(args: argparse.Namespace, device: torch.device, target: GaussianMixture) -> DenoiserStep:
-    require_positive(args, ["num_train_samples", "heun_steps"], integer=True)
-    require_positive(args, ["sigma_data", "rho", "sampler_sigma_max"])
-    data = target.sample(args.num_train_samples, generator=torch.Generator().manual_seed(args.seed)).to(device)
-    denoiser = EDMDenoiser(target.dim, args.width, args.depth, args.sigma_data).to(device)
-    return DenoiserStep(denoiser, data, args)
+def build(flags: argparse.Namespace, device: torch.device, target: GaussianMixture) -> Method:
+    """One EDM denoising update per iteration on a minibatch of a fixed training set, sigma uniform on
+    [--sigma_min, --sigma_max] (the sampler's power held at 1); evaluated through EDM's Heun sampler."""
+    require_positive(flags, ["num_train_samples", "heun_steps"], integer=True)
+    require_positive(flags, ["sigma_data", "rho", "sampler_sigma_max"])
+    data = target.sample(flags.num_train_samples, generator=torch.Generator().manual_seed(flags.seed)).to(device)
+    denoiser = EDMDenoiser(target.dim, flags.width, flags.depth, flags.sigma_data).to(device)
+    noise = NoiseSampler(flags.batch_size, flags.sigma_min, flags.sigma_max, antithetic=False, device=device)
+    return Method(networks={"denoiser": denoiser}, learning_rates={"denoiser": flags.lr},
+                  updates=[Update(DenoiserLoss(data, noise, flags.sigma_data), ("denoiser",))],
+                  power_schedule=ConstantPower(1.0), eval_network="denoiser",
+                  sample=HeunSampler(flags.heun_steps, flags.sigma_min, flags.sampler_sigma_max, flags.rho))
 
 
 def export_teacher(run_dir: Path) -> Path:
@@ -63,8 +73,7 @@ def export_teacher(run_dir: Path) -> Path:
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None):
-    run_dir, = run_training(build_parser(), build, script="train_teacher.py", run_prefix=lambda a: "teacher_edm",
-                           argv=argv)
+    run_dir, = run_training(build, parse_flags(build_parser(), argv, SCRIPT), SCRIPT, run_prefix="teacher_edm")
     print(f"teacher: {export_teacher(run_dir)}")
     return run_dir
 

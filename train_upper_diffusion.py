@@ -12,9 +12,11 @@ import torch
 
 from models import GaussianPosterior, Generator
 from utils.cli import add_vardiu_flags, exit_on_usage_error, training_parser
+from utils.methods import vardiu_method
 from utils.targets import GaussianMixture
-from utils.teachers import target_score, use_control_variate
-from utils.trainer import VarDiUStep, run_training
+from utils.trainer import Method, parse_flags, run_training
+
+SCRIPT = "train_upper_diffusion.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,17 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build(args: argparse.Namespace, device: torch.device, target: GaussianMixture) -> VarDiUStep:
-    generator = Generator(target.dim, args.width, args.depth).to(device)
-    posterior = GaussianPosterior(target.dim, args.width, args.depth).to(device)
-    return VarDiUStep(generator, posterior, target_score(args, target, device), target.log_prob, args, device,
-                      control_variate=use_control_variate(args))
+def build(flags: argparse.Namespace, device: torch.device, target: GaussianMixture) -> Method:
+    generator = Generator(target.dim, flags.width, flags.depth).to(device)
+    posterior = GaussianPosterior(target.dim, flags.width, flags.depth).to(device)
+    return vardiu_method(generator, posterior, flags, device, target)
 
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None):
-    return run_training(build_parser(), build, script="train_upper_diffusion.py",
-                        run_prefix=lambda a: "vardiu_gaussian", argv=argv)
+    return run_training(build, parse_flags(build_parser(), argv, SCRIPT), SCRIPT, run_prefix="vardiu_gaussian")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ import torch
 
 from models import FlowPosterior, Generator
 from models.flows import FLOW_TYPES
-from utils.cli import (UsageError, add_vardiu_flags, exit_on_usage_error, require_positive,
-                       training_parser)
+from utils.cli import UsageError, add_vardiu_flags, exit_on_usage_error, require_positive, training_parser
+from utils.methods import vardiu_method
 from utils.targets import GaussianMixture
-from utils.teachers import target_score, use_control_variate
-from utils.trainer import VarDiUStep, run_training
+from utils.trainer import Method, parse_flags, run_training
+
+SCRIPT = "train_upper_flow.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,26 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def validate_flow_args(args: argparse.Namespace) -> None:
-    require_positive(args, ["flow_length", "flow_hidden", "flow_bins", "flow_context"], integer=True)
-    require_positive(args, ["flow_tail_bound"])
-    if args.flow_bins * 1e-3 >= 1:
-        raise UsageError(f"--flow_bins {args.flow_bins} is too many (at most 999)")
+def validate_flow_args(flags: argparse.Namespace) -> None:
+    require_positive(flags, ["flow_length", "flow_hidden", "flow_bins", "flow_context"], integer=True)
+    require_positive(flags, ["flow_tail_bound"])
+    if flags.flow_bins * 1e-3 >= 1:
+        raise UsageError(f"--flow_bins {flags.flow_bins} is too many (at most 999)")
 
 
-def build(args: argparse.Namespace, device: torch.device, target: GaussianMixture) -> VarDiUStep:
-    validate_flow_args(args)
-    generator = Generator(target.dim, args.width, args.depth).to(device)
-    posterior = FlowPosterior(target.dim, args.flow_type, args.flow_length, args.width, args.depth,
-                              args.flow_context, args.flow_hidden, args.flow_bins, args.flow_tail_bound).to(device)
-    return VarDiUStep(generator, posterior, target_score(args, target, device), target.log_prob, args, device,
-                      control_variate=use_control_variate(args))
+def build(flags: argparse.Namespace, device: torch.device, target: GaussianMixture) -> Method:
+    validate_flow_args(flags)
+    generator = Generator(target.dim, flags.width, flags.depth).to(device)
+    posterior = FlowPosterior(target.dim, flags.flow_type, flags.flow_length, flags.width, flags.depth,
+                              flags.flow_context, flags.flow_hidden, flags.flow_bins, flags.flow_tail_bound).to(device)
+    return vardiu_method(generator, posterior, flags, device, target)
 
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None):
-    return run_training(build_parser(), build, script="train_upper_flow.py",
-                        run_prefix=lambda a: f"vardiu_{a.flow_type.lower()}", argv=argv)
+    flags = parse_flags(build_parser(), argv, SCRIPT)
+    return run_training(build, flags, SCRIPT, run_prefix=f"vardiu_{flags.values.flow_type.lower()}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ vectorised seeds.
     python benchmarks/bench_step.py                                  # every method, cuda if available
     python benchmarks/bench_step.py --device cpu --seeds 1 --iters 20 --methods vardiu_gaussian
 
-Times the same iteration function the training loop runs (``utils.trainer.training_iteration``), after warm-up
+Times the same iteration the training loop runs (``utils.trainer.Trainer.iteration``), after warm-up
 (and capture), between two device synchronisations. Prints a Markdown table and the device name and writes a
 JSON file. ``--profile`` adds, per row, the CUDA kernels one iteration launches and their summed GPU time (from an
 eager iteration under torch.profiler): the floor a CUDA graph can approach.
@@ -29,7 +29,7 @@ import train_upper_flow  # noqa: E402
 from utils.cli import exit_on_usage_error, resolve_device  # noqa: E402
 from utils.fast import make_iteration_runner  # noqa: E402
 from utils.targets import make_target  # noqa: E402
-from utils.trainer import build_seeds, synchronize, training_iteration  # noqa: E402
+from utils.trainer import Trainer, build_trainer, synchronize  # noqa: E402
 
 METHODS = {
     "vardiu_gaussian": (train_upper_diffusion, ["--true_score"]),
@@ -39,14 +39,13 @@ METHODS = {
 }
 
 
-def make_iteration(method: str, num_seeds: int, device: torch.device):
-    """The training iteration of a method at the paper's sizes, and the step it drives."""
+def make_trainer(method: str, num_seeds: int, device: torch.device) -> Trainer:
+    """The trainer of a method at the paper's sizes, K seeds, the power at --power (the cost does not depend on it)."""
     module, flags = METHODS[method]
-    args = module.build_parser().parse_args(flags + ["--device", str(device), "--no_progress"])
-    target = make_target(args.target).to(device)
-    step = build_seeds(module.build, args, device, target, list(range(num_seeds)))
-    power = torch.full((), args.power, device=device)  # the cost does not depend on the power's value
-    return training_iteration(step, power, {}), step
+    values = module.build_parser().parse_args(flags + ["--device", str(device), "--no_progress"])
+    trainer = build_trainer(module.build, values, list(range(num_seeds)), device, make_target(values.target).to(device))
+    trainer.power.fill_(values.power)
+    return trainer
 
 
 def kernel_profile(iteration, device: torch.device) -> tuple[int, float, list]:
@@ -74,9 +73,9 @@ def bench(method: str, num_seeds: int, mode: str, device: torch.device, iters: i
     of the training scripts on CUDA with --compile); fast_tf32 (fast with --tf32). The others are full float32."""
     torch._dynamo.reset()  # each row compiles afresh (no recompile limit across rows)
     torch.set_float32_matmul_precision("high" if mode == "fast_tf32" else "highest")
-    iteration, step = make_iteration(method, num_seeds, device)
-    step.nets.compile = mode.startswith("fast")
-    run = make_iteration_runner(iteration, device, mode != "eager")
+    trainer = make_trainer(method, num_seeds, device)
+    trainer.nets.compile = mode.startswith("fast")
+    run = make_iteration_runner(trainer.iteration, device, mode != "eager")
     for _ in range(warmup):
         run()
     synchronize(device)
@@ -89,7 +88,7 @@ def bench(method: str, num_seeds: int, mode: str, device: torch.device, iters: i
     row = {"method": method, "seeds": num_seeds, "mode": mode, "ms_per_it": ms, "ms_per_seed_it": ms / num_seeds,
            "iters": iters}
     if profile_kernels and device.type == "cuda":
-        row["kernels"], row["kernel_ms"], row["top_kernels"] = kernel_profile(iteration, device)
+        row["kernels"], row["kernel_ms"], row["top_kernels"] = kernel_profile(trainer.iteration, device)
     return row
 
 

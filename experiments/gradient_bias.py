@@ -3,8 +3,9 @@ proceeds on the linear-Gaussian problem of experiments/linear_gaussian.py.
 
     python experiments/gradient_bias.py --dims 2 16 --iters 2000 --out experiments/figures/gradient_bias.png
 
-Each method trains the generator x0 = a * z + b with the project's real steps (utils.trainer.VarDiUStep with a
-GaussianPosterior; DiffInstructStep with an EDMDenoiser student for score_step 1, 5, 10). Both the posterior and
+Each method trains the generator x0 = a * z + b with the project's real losses and training iteration
+(utils.trainer.Trainer: VarDiU with a GaussianPosterior; Diff-Instruct with an EDMDenoiser student for score_step
+1, 5, 10). Both the posterior and
 the student first get --pretrain updates on the initial generator (as a teacher-initialised student would). Every --eval_every iterations the generator
 gradient of the method's own loss is drawn --eval_batches times (networks frozen) and compared with the
 closed-form gradient of the diffusive KL at the current (a, b): relative bias |E g_hat - g| / |g| and relative
@@ -24,13 +25,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.linear_gaussian import (DiagonalLinearGenerator, diffusive_kl, gaussian_score)
-from losses.diff_instruct import diff_instruct_generator_loss  # noqa: E402
+from experiments.linear_gaussian import DiagonalLinearGenerator, diffusive_kl, gaussian_score  # noqa: E402
+from losses.diff_instruct import GeneratorLoss, StudentScoreLoss, diff_instruct_generator_loss  # noqa: E402
 from losses.edm import edm_denoiser_loss  # noqa: E402
-from losses.vardiu import draw_noise, sample_sigma, vardiu_loss  # noqa: E402
+from losses.noise import ConstantPower, NoiseSampler, draw_noise, make_weight, sample_sigma  # noqa: E402
+from losses.vardiu import VarDiULoss, vardiu_loss  # noqa: E402
 from models import GaussianPosterior  # noqa: E402
 from models.denoiser import EDMDenoiser  # noqa: E402
-from utils.trainer import DiffInstructStep, VarDiUStep  # noqa: E402
+from utils.trainer import Method, Trainer, Update  # noqa: E402
 
 METHODS = ["VarDiU (Gaussian posterior)", "Diff-Instruct, score_step 1", "Diff-Instruct, score_step 5",
            "Diff-Instruct, score_step 10"]
@@ -43,45 +45,55 @@ def problem(d: int, seed: int = 0):
     return m, s
 
 
-def build_step(method: str, gen, m, s, a: argparse.Namespace):
-    d = gen.dim
+def build_trainer(method: str, gen, m, s, a: argparse.Namespace) -> Trainer:
+    """The method's Trainer (sigma sampled uniformly, power 1), its posterior or student pretrained on the initial
+    generator for --pretrain updates."""
+    d, cpu = gen.dim, torch.device("cpu")
+    noise, weight = NoiseSampler(a.batch_size, a.sigma_min, a.sigma_max), make_weight(a.weight, a.sigma_max)
     if method.startswith("VarDiU"):
-        step = VarDiUStep(gen, GaussianPosterior(d, a.width, a.depth), gaussian_score(m, s), None, a,
-                          torch.device("cpu"))
+        posterior = GaussianPosterior(d, a.width, a.depth)
+        spec = Method({"generator": gen, "posterior": posterior}, {"generator": a.lr, "posterior": a.posterior_lr},
+                      [Update(VarDiULoss(noise, weight, gaussian_score(m, s)), ("generator", "posterior"))],
+                      ConstantPower(1.0))
+        trainer = Trainer([spec], cpu, a.grad_clip, 0.0)
         for _ in range(a.pretrain):  # the same head start as the student: the posterior fitted to the initial generator
-            noise = draw_noise(a.batch_size, d, a.sigma_min, a.sigma_max, 1.0)
-            step.opt_q.zero_grad()
-            vardiu_loss(gen, step.posterior, noise, step.target_score, a.weight, a.sigma_max).loss.backward()
-            step.opt_q.step()
+            trainer.optimizers["posterior"].zero_grad()
+            vardiu_loss(gen, posterior, noise.draw(d, 1.0), gaussian_score(m, s), weight).loss.backward()
+            trainer.optimizers["posterior"].step()
         gen.zero_grad(set_to_none=True)
-        return step
-    student = EDMDenoiser(d, a.width, a.depth, sigma_data=a.sigma_data)
-    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
-    for _ in range(a.pretrain):  # the "teacher initialisation": a student fitted to the initial generator
-        with torch.no_grad():
-            x0 = gen(torch.randn(a.batch_size, d))
-        loss = edm_denoiser_loss(student, x0, sample_sigma(a.batch_size, a.sigma_min, a.sigma_max, 1.0), a.sigma_data)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    step_args = argparse.Namespace(**vars(a), score_step=int(method.rsplit(" ", 1)[1]))
-    return DiffInstructStep(gen, student, gaussian_score(m, s), step_args, torch.device("cpu"))
+    else:
+        student = EDMDenoiser(d, a.width, a.depth, sigma_data=a.sigma_data)
+        opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+        for _ in range(a.pretrain):  # the "teacher initialisation": a student fitted to the initial generator
+            with torch.no_grad():
+                x0 = gen(torch.randn(a.batch_size, d))
+            loss = edm_denoiser_loss(student, x0, sample_sigma(a.batch_size, a.sigma_min, a.sigma_max, 1.0),
+                                     a.sigma_data)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        spec = Method({"generator": gen, "student": student}, {"generator": a.lr, "student": a.score_lr},
+                      [Update(StudentScoreLoss(noise, a.sigma_data), ("student",), int(method.rsplit(" ", 1)[1])),
+                       Update(GeneratorLoss(noise, weight, gaussian_score(m, s)), ("generator",))],
+                      ConstantPower(1.0))
+        trainer = Trainer([spec], cpu, a.grad_clip, 0.0)
+    trainer.power.fill_(1.0)
+    return trainer
 
 
-def gradient_error(step, gen, m, s, a: argparse.Namespace) -> tuple[float, float]:
+def gradient_error(trainer: Trainer, gen, m, s, a: argparse.Namespace) -> tuple[float, float]:
     """Relative bias and relative per-batch std of the method's generator gradient."""
-    grads = []
+    grads, weight, nets = [], make_weight(a.weight, a.sigma_max), trainer.nets.modules
     for _ in range(a.eval_batches):
         noise = draw_noise(a.batch_size, gen.dim, a.sigma_min, a.sigma_max, 1.0, antithetic=True)
         gen.zero_grad()
-        if isinstance(step, VarDiUStep):
-            loss = vardiu_loss(gen, step.posterior, noise, step.target_score, a.weight, a.sigma_max).loss
+        if "posterior" in nets:
+            loss = vardiu_loss(gen, nets["posterior"], noise, gaussian_score(m, s), weight).loss
         else:
-            loss = diff_instruct_generator_loss(gen, step.student.score, noise, step.target_score, a.weight,
-                                                a.sigma_max)
+            loss = diff_instruct_generator_loss(gen, nets["student"].score, noise, gaussian_score(m, s), weight)
         loss.backward()
         grads.append(torch.cat([gen.a.grad, gen.b.grad]).double())
-    for p in list(step.nets.modules["generator"].parameters()):
+    for p in trainer.nets.parameters("generator"):
         p.grad = None
     grads = torch.stack(grads)
     a64, b64 = gen.a.detach().double().requires_grad_(True), gen.b.detach().double().requires_grad_(True)
@@ -91,7 +103,7 @@ def gradient_error(step, gen, m, s, a: argparse.Namespace) -> tuple[float, float
     return float((grads.mean(0) - true).norm() / norm), float(((grads - grads.mean(0)) ** 2).sum(-1).mean().sqrt() / norm)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dims", type=int, nargs="+", default=[2, 16])
     p.add_argument("--iters", type=int, default=2000)
@@ -107,9 +119,11 @@ def main() -> None:
                    help="posterior / student updates on the initial generator before training")
     p.add_argument("--sigma_data", type=float, default=2.0)
     p.add_argument("--out", default="experiments/figures/gradient_bias.png")
-    a = p.parse_args()
-    a.sigma_min, a.sigma_max, a.weight, a.no_antithetic, a.grad_clip = 0.1, 5.0, "sigma", False, 10.0
-    a.weight_reduction = "sample"
+    p.add_argument("--sigma_min", type=float, default=0.1)
+    p.add_argument("--sigma_max", type=float, default=5.0)
+    p.add_argument("--weight", default="sigma")
+    p.add_argument("--grad_clip", type=float, default=10.0)
+    a = p.parse_args(argv)
 
     results: dict = {}
     for d in a.dims:
@@ -117,16 +131,15 @@ def main() -> None:
         for method in METHODS:
             torch.manual_seed(0)
             gen = DiagonalLinearGenerator(torch.ones(d), torch.zeros(d)).float()
-            step = build_step(method, gen, m, s, a)
-            power = torch.tensor(1.0)
+            trainer = build_trainer(method, gen, m, s, a)
             curve = []
             for it in range(a.iters + 1):
                 if it % a.eval_every == 0:
-                    bias, std = gradient_error(step, gen, m, s, a)
+                    bias, std = gradient_error(trainer, gen, m, s, a)
                     curve.append((it, bias, std))
                     print(f"d={d:2d} {method:30s} it {it:5d}  rel. bias {bias:.3f}  rel. std {std:.3f}", flush=True)
                 if it < a.iters:
-                    step(power)
+                    trainer.iteration()
             results[f"{d}/{method}"] = curve
 
     fig, axes = plt.subplots(2, len(a.dims), figsize=(4.2 * len(a.dims), 6.4), squeeze=False)
@@ -148,6 +161,7 @@ def main() -> None:
     fig.savefig(a.out, dpi=110)
     Path(a.out).with_suffix(".json").write_text(json.dumps({"args": vars(a), "results": results}, indent=1))
     print(f"wrote {a.out}")
+    return results
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The VarDiU objective: noise sampling, sigma weights, and the surrogate loss whose gradient is unbiased.
+"""The VarDiU objective: the surrogate loss whose gradient is unbiased, and the training loss built on it.
 
 With x_t = g_theta(z) + sigma * eps, the bound (DESIGN.md section 1) is
 
@@ -19,58 +19,14 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+import torch.nn as nn
 
-from models.networks import LOG_2PI
+from losses.noise import NoiseBatch, NoiseSampler, WeightFn
+from models.networks import LOG_2PI, diagonal_normal_log_prob
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-WEIGHT_POWERS = {"uniform": 0, "sigma": 1, "sigma2": 2, "sigma4": 4}
 WEIGHT_REDUCTIONS = ("sample", "batch")
-
-
-@dataclass
-class NoiseBatch:
-    """One batch of the student's joint: latents z [B, d], unit noise eps [B, d], noise levels sigma [B]."""
-
-    z: torch.Tensor
-    eps: torch.Tensor
-    sigma: torch.Tensor
-
-
-def annealed_power(iteration: int, start: float = 0.1, step: float = 0.01, interval: int = 1000,
-                   cap: Optional[float] = 2.0) -> float:
-    """Power p of the sigma sampler at an iteration: start + step * (iteration // interval), at most cap
-    (None: uncapped). With p < 1 most mass sits near sigma_max; p grows so training moves to small sigma."""
-    p = start + step * (iteration // interval)
-    return p if cap is None else min(p, cap)
-
-
-def sample_sigma(n: int, sigma_min: float, sigma_max: float, power: torch.Tensor | float,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """sigma = sigma_min + u^p (sigma_max - sigma_min), u ~ U(0, 1). Returns [n]."""
-    u = torch.rand(n, device=device, dtype=dtype)
-    return sigma_min + u.pow(power) * (sigma_max - sigma_min)
-
-
-def sigma_weight(sigma: torch.Tensor, weight: str, sigma_max: float) -> torch.Tensor:
-    """w(sigma) = (sigma / sigma_max)^k with k = 0, 1, 2, 4 for uniform, sigma, sigma2, sigma4. [B] -> [B]."""
-    k = WEIGHT_POWERS[weight]
-    return torch.ones_like(sigma) if k == 0 else (sigma / sigma_max) ** k
-
-
-def draw_noise(batch_size: int, dim: int, sigma_min: float, sigma_max: float, power: torch.Tensor | float,
-               antithetic: bool = True, device: torch.device | str = "cpu",
-               dtype: torch.dtype = torch.float32) -> NoiseBatch:
-    """Draw (z, eps, sigma) for a batch. With ``antithetic`` the batch is B/2 pairs: rows i and i + B/2 share
-    z and sigma and use eps and -eps (B must be even)."""
-    n = batch_size // 2 if antithetic else batch_size
-    z = torch.randn(n, dim, device=device, dtype=dtype)
-    eps = torch.randn(n, dim, device=device, dtype=dtype)
-    sigma = sample_sigma(n, sigma_min, sigma_max, power, device, dtype)
-    if antithetic:
-        z, eps, sigma = torch.cat([z, z]), torch.cat([eps, -eps]), torch.cat([sigma, sigma])
-    return NoiseBatch(z, eps, sigma)
 
 
 def weighted_mean(w: torch.Tensor, values: torch.Tensor, reduction: str = "sample") -> torch.Tensor:
@@ -99,14 +55,14 @@ class LossOutput:
 def vardiu_bound_terms(noise: NoiseBatch, log_q: torch.Tensor, log_p_target: torch.Tensor) -> torch.Tensor:
     """Per-sample bound integrand  log p(z) + log N(sigma eps; 0, sigma^2 I) - log q - log p_d(x_t | sigma)  [B]."""
     d = noise.z.shape[-1]
-    log_prior = -0.5 * noise.z.pow(2).sum(-1) - 0.5 * d * LOG_2PI
-    log_noise = -0.5 * noise.eps.pow(2).sum(-1) - d * torch.log(noise.sigma) - 0.5 * d * LOG_2PI
+    log_prior = diagonal_normal_log_prob(noise.z)
+    log_noise = -0.5 * noise.eps.pow(2).sum(-1) - d * torch.log(noise.sigma) - 0.5 * d * LOG_2PI  # at x = sigma eps
     return log_prior + log_noise - log_q - log_p_target
 
 
-def vardiu_loss(generator: torch.nn.Module, posterior: torch.nn.Module, noise: NoiseBatch, target_score: ScoreFn,
-                weight: str, sigma_max: float, target_log_prob: Optional[LogProbFn] = None,
-                control_variate: bool = False, reduction: str = "sample") -> LossOutput:
+def vardiu_loss(generator: nn.Module, posterior: nn.Module, noise: NoiseBatch, target_score: ScoreFn,
+                weight: WeightFn, target_log_prob: Optional[LogProbFn] = None, control_variate: bool = False,
+                reduction: str = "sample") -> LossOutput:
     """The VarDiU surrogate for one batch.
 
     Args:
@@ -114,7 +70,7 @@ def vardiu_loss(generator: torch.nn.Module, posterior: torch.nn.Module, noise: N
         posterior: has ``log_prob(z, x_t, sigma) -> [B]``.
         noise: the batch's (z, eps, sigma).
         target_score: s_d(x_t, sigma) -> [B, d], called without gradient.
-        weight: one of ``WEIGHT_POWERS``.
+        weight: w(sigma) [B] -> [B] (``losses.noise.make_weight``).
         target_log_prob: log p_d(x_t | sigma) -> [B], when known: the bound's value is then returned too.
         control_variate: use s_d + eps / sigma, i.e. (D(x_t, sigma) - x0) / sigma^2 for a denoiser D, in place of
             s_d. eps is independent of z, so the added term has zero expected gradient; it cancels exactly
@@ -126,7 +82,7 @@ def vardiu_loss(generator: torch.nn.Module, posterior: torch.nn.Module, noise: N
     x0 = generator(noise.z)
     sigma = noise.sigma
     x_t = x0 + sigma.unsqueeze(-1) * noise.eps
-    w = sigma_weight(sigma, weight, sigma_max)
+    w = weight(sigma)
     log_q = posterior.log_prob(noise.z, x_t, sigma)
     with torch.no_grad():
         score = target_score(x_t.detach(), sigma)
@@ -139,3 +95,23 @@ def vardiu_loss(generator: torch.nn.Module, posterior: torch.nn.Module, noise: N
             terms = vardiu_bound_terms(noise, log_q.detach(), target_log_prob(x_t.detach(), sigma))
             bound = weighted_mean(w, terms, reduction)
     return LossOutput(loss, bound)
+
+
+@dataclass
+class VarDiULoss:
+    """The training loop's loss for VarDiU: ``loss_fn(nets, power) -> {"loss", "bound"}`` draws a batch of the
+    student's joint at the sigma-sampler power and returns the surrogate (backpropagated into generator and
+    posterior) and the bound's Monte-Carlo value (logged; only when the target's log density is known)."""
+
+    noise: NoiseSampler
+    weight: WeightFn
+    target_score: ScoreFn
+    target_log_prob: Optional[LogProbFn] = None
+    control_variate: bool = False
+    reduction: str = "sample"
+
+    def __call__(self, nets: dict[str, nn.Module], power: torch.Tensor) -> dict[str, torch.Tensor]:
+        generator, posterior = nets["generator"], nets["posterior"]
+        out = vardiu_loss(generator, posterior, self.noise.draw(generator.dim, power), self.target_score,
+                          self.weight, self.target_log_prob, self.control_variate, self.reduction)
+        return {"loss": out.loss} if out.bound is None else {"loss": out.loss, "bound": out.bound}

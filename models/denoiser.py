@@ -8,6 +8,8 @@ F is the project's MLP on (c_in x, c_noise). The diffused score it implies is (D
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
@@ -62,15 +64,14 @@ def heun_sample(denoiser: nn.Module, n: int, num_steps: int = 100, sigma_min: fl
     return x
 
 
-class HeunSampler(nn.Module):
-    """Wraps a denoiser so that the training loop can evaluate it like a generator: ``sample(n, generator)``."""
+@dataclass(frozen=True)
+class HeunSampler:
+    """``heun_sample`` with fixed settings, called like the training loop's samplers: (denoiser, n, generator)."""
 
-    def __init__(self, denoiser: EDMDenoiser, num_steps: int = 100, sigma_min: float = 0.1,
-                 sigma_max: float = 40.0, rho: float = 7.0):
-        super().__init__()
-        self.denoiser = denoiser
-        self.dim = denoiser.dim
-        self.kwargs = dict(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+    num_steps: int = 100
+    sigma_min: float = 0.1
+    sigma_max: float = 40.0
+    rho: float = 7.0
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return heun_sample(self.denoiser, n, generator=generator, **self.kwargs)
+    def __call__(self, denoiser: nn.Module, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return heun_sample(denoiser, n, self.num_steps, self.sigma_min, self.sigma_max, self.rho, generator=generator)

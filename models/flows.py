@@ -26,7 +26,7 @@ from nflows.transforms.autoregressive import MaskedPiecewiseRationalQuadraticAut
 from nflows.transforms.base import CompositeTransform, Transform
 from nflows.transforms.permutations import ReversePermutation
 
-from models.networks import LOG_2PI, MLP, posterior_context
+from models.networks import MLP, diagonal_normal_log_prob, posterior_context
 
 FLOW_TYPES = ("NSF", "PLF")
 
@@ -216,7 +216,7 @@ class FlowPosterior(nn.Module):
         """log q_phi(z | x_t, sigma) [B]."""
         mean, std, features = self._condition(x_t, sigma)
         u, logabsdet = self.transform((z - mean) / std, context=features)
-        log_base = -0.5 * u.pow(2).sum(-1) - 0.5 * self.dim * LOG_2PI
+        log_base = diagonal_normal_log_prob(u)
         return log_base + logabsdet - torch.log(std).sum(-1)
 
     def sample_with_log_prob(self, x_t: torch.Tensor, sigma: torch.Tensor,
@@ -225,7 +225,7 @@ class FlowPosterior(nn.Module):
         mean, std, features = self._condition(x_t, sigma)
         u = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
         e, inv_logabsdet = self.transform.inverse(u, context=features)
-        log_base = -0.5 * u.pow(2).sum(-1) - 0.5 * self.dim * LOG_2PI
+        log_base = diagonal_normal_log_prob(u)
         return mean + std * e, log_base - inv_logabsdet - torch.log(std).sum(-1)
 
     def sample(self, x_t: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -76,9 +76,12 @@ def posterior_context(x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return torch.cat([x_t, sigma.reshape(-1, 1).to(x_t.dtype)], dim=-1)
 
 
-def diagonal_normal_log_prob(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """log N(z; mean, diag(std^2)) summed over the last dim, as a plain formula (no argument validation,
-    hence no host synchronisation). All [B, d] -> [B]."""
+def diagonal_normal_log_prob(z: torch.Tensor, mean: torch.Tensor | None = None,
+                             std: torch.Tensor | None = None) -> torch.Tensor:
+    """log N(z; mean, diag(std^2)) summed over the last dim; N(0, I) when mean and std are None. A plain formula:
+    no argument validation, hence no host synchronisation. [..., d] -> [...]."""
+    if mean is None and std is None:
+        return -0.5 * z.pow(2).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
     return (-0.5 * ((z - mean) / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI).sum(-1)
 
 

@@ -27,12 +27,16 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def assert_complete_run_folder(run_dir: Path, iterations: list[int], eval_samples: int,
-                               modules: tuple[str, ...] = ("generator", "posterior")) -> None:
-    """Every output of a finished run is there and consistent with metrics.csv."""
+                               modules: tuple[str, ...] = ("generator", "posterior"),
+                               logged: tuple[str, ...] = ("loss", "bound")) -> None:
+    """Every output of a finished run is there and consistent with metrics.csv, whose columns are the sample
+    metrics, the scalars the method's losses return (``logged``) and the power."""
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["max_iter"] == iterations[-1]
     rows = read_metrics(run_dir)
-    assert list(rows[0].keys()) == METRIC_COLUMNS
+    assert list(rows[0].keys()) == METRIC_COLUMNS + list(logged) + ["power"]
+    assert all(r[key] == "nan" for key in logged for r in rows[:1]) and \
+        all(np.isfinite(float(r[key])) for key in logged for r in rows[1:])
     assert [int(r["iteration"]) for r in rows] == iterations
     for name, key in [("logpd_list", "logpd"), ("MMD_list", "mmd"), ("time_list", "train_time")]:
         values = json.loads((run_dir / "lists" / f"{name}.json").read_text())

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from conftest import assert_complete_run_folder, read_metrics, run_script
-from utils.run_io import METRIC_COLUMNS
 
 SCRIPT = "train_upper_diffusion.py"
 PUBLISHED = ["-true_score", "--sigma_min", "0.1", "--sigma_max", "20", "--power", "2.0", "--device", "cuda:0",
@@ -34,19 +33,21 @@ def test_published_command_runs_and_writes_every_output(tmp_path, tiny):
 
 
 def test_resume_equals_uninterrupted_run(tmp_path, tiny):
+    """EMA on and a power schedule that moves across the resume point (every 7 iterations)."""
     common = ["--true_score", *tiny, "--target", "mog9", "--sigma_max", "5", "--show_iter", "10",
-              "--ema_decay", "0.9", "--device", "cpu", "--out_dir", str(tmp_path)]
+              "--ema_decay", "0.9", "--power_interval", "7", "--device", "cpu", "--out_dir", str(tmp_path)]
     full = run_script(SCRIPT, *common, "--max_iter", "40", "--name", "full")
     part = run_script(SCRIPT, *common, "--max_iter", "20", "--name", "part")
     assert full.returncode == 0 and part.returncode == 0, full.stderr + part.stderr
     resumed = run_script(SCRIPT, "--load", str(tmp_path / "part"), "--max_iter", "40", "--no_progress")
     assert resumed.returncode == 0, resumed.stderr
     a, b = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "part")
-    assert len(a) == len(b) == 5
+    assert len(a) == len(b) == 5 and list(a[0]) == list(b[0])
     for ra, rb in zip(a, b):
-        for key in METRIC_COLUMNS:
+        for key in ra:
             if key not in ("wall_time", "train_time"):
                 assert ra[key] == rb[key], (key, ra, rb)
+    assert len({r["power"] for r in a}) == 5  # the schedule moved between every two evaluations
     assert np.array_equal(np.load(tmp_path / "full" / "samples.npy"), np.load(tmp_path / "part" / "samples.npy"))
     assert len(json.loads((tmp_path / "part" / "lists" / "logpd_list.json").read_text())) == 5
 

@@ -9,7 +9,8 @@ import torch
 import train_diff_instruct
 from conftest import assert_complete_run_folder, read_metrics, run_script
 from losses.diff_instruct import diff_instruct_generator_loss
-from losses.vardiu import draw_noise, sigma_weight
+from experiments.linear_gaussian import DiagonalLinearGenerator, diffusive_kl, gaussian_score
+from losses.noise import draw_noise, make_weight
 from models.denoiser import EDMDenoiser
 from models.networks import ReferenceDiffInstructGenerator
 from utils.targets import make_target, mog9
@@ -26,27 +27,36 @@ def test_generator_gradient_equals_hand_derived_formula(weight):
     student = EDMDenoiser(2, width=16, depth=2).double()
     target = mog9()
     nb = draw_noise(16, 2, 0.3, 5.0, 1.0, antithetic=False, dtype=torch.float64)
-    diff_instruct_generator_loss(gen, student.score, nb, target.score, weight, 5.0).backward()
+    diff_instruct_generator_loss(gen, student.score, nb, target.score, make_weight(weight, 5.0)).backward()
     with torch.no_grad():
         x0 = gen(nb.z)
         x_t = x0 + nb.sigma[:, None] * nb.eps
         # The student's score written out from its definition (D(x, sigma) - x) / sigma^2.
         s_student = (student(x_t, nb.sigma) - x_t) / nb.sigma[:, None] ** 2
-        g = sigma_weight(nb.sigma, weight, 5.0)[:, None] * (s_student - target.score(x_t, nb.sigma))
+        w = nb.sigma / 5.0 if weight == "sigma" else torch.ones_like(nb.sigma) if weight == "uniform" else \
+            (nb.sigma / 5.0) ** 2
+        g = w[:, None] * (s_student - target.score(x_t, nb.sigma))
     assert torch.allclose(gen.weight.grad, (g[:, :, None] * nb.z[:, None, :]).mean(0), atol=1e-12)
     assert torch.allclose(gen.bias.grad, g.mean(0), atol=1e-12)
     assert all(p.grad is None for p in student.parameters())  # the student gets no generator gradient
 
 
-def test_exact_student_score_makes_the_gradient_the_true_kl_direction():
-    """When the generator already equals the target and the student's score is exact, the gradient is zero."""
-    target = mog9()
-    target.means = target.means.double()
-    gen = torch.nn.Linear(2, 2).double()
-    gen.dim = 2
-    nb = draw_noise(32, 2, 0.3, 5.0, 1.0, antithetic=False, dtype=torch.float64)
-    diff_instruct_generator_loss(gen, target.score, nb, target.score, "uniform", 5.0).backward()
-    assert torch.all(gen.weight.grad == 0) and torch.all(gen.bias.grad == 0)
+def test_with_an_exact_student_score_the_gradient_descends_the_diffusive_kl():
+    """Generator x0 = a z + b, target N(m, s^2), student = the generator's exact diffused score: a small step
+    against Diff-Instruct's gradient lowers the closed-form diffusive KL, and a step along it raises it (so a flipped
+    sign of the score difference fails this test)."""
+    a, b = torch.tensor([1.5, 0.7], dtype=torch.float64), torch.tensor([0.3, -0.4], dtype=torch.float64)
+    m, s = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([1.2, 0.9], dtype=torch.float64)
+    torch.manual_seed(0)
+    gen = DiagonalLinearGenerator(a, b)
+    nb = draw_noise(200_000, 2, 0.1, 5.0, 1.0, antithetic=True, dtype=torch.float64)
+    diff_instruct_generator_loss(gen, gaussian_score(b, a), nb, gaussian_score(m, s), make_weight("sigma", 5.0)).backward()
+
+    def kl_after(step: float) -> float:
+        return float(diffusive_kl(a - step * gen.a.grad, b - step * gen.b.grad, m, s, 0.1, 5.0, 1.0, "sigma"))
+
+    before = kl_after(0.0)
+    assert kl_after(0.05) < before - 1e-4 and kl_after(-0.05) > before + 1e-4
 
 
 @pytest.mark.parametrize("score_step", ["1", "5"])
@@ -55,12 +65,13 @@ def test_diff_instruct_script_writes_every_output(tmp_path, tiny, score_step):
                      "10", "--out_dir", str(tmp_path))
     assert res.returncode == 0, res.stderr
     run_dir = tmp_path / f"diff_instruct_ss{score_step}_mog40_true_score_sigma2_seed0"
-    assert_complete_run_folder(run_dir, [0, 10, 20], 400, modules=("generator", "student"))
+    assert_complete_run_folder(run_dir, [0, 10, 20], 400, modules=("generator", "student"),
+                               logged=("score_loss", "loss"))
     rows = read_metrics(run_dir)
     assert all(float(r["score_loss"]) > 0 for r in rows[1:])
     assert {float(r["power"]) for r in rows} == {2.0}  # the reference baseline keeps the power fixed
     cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["power_step"] == 0.0 and cfg["score_step"] == int(score_step)
+    assert cfg["score_step"] == int(score_step) and not cfg["anneal_power"]
 
 
 def test_anneal_power_gives_the_vardiu_schedule(tmp_path, tiny):
@@ -85,15 +96,16 @@ def generator_inputs_at_each_call_site(reference: bool) -> dict[str, torch.Tenso
     """What the generator's first layer receives in the student's data draw, the generator update and the
     evaluation sampler of a Diff-Instruct step (built by the script, with or without --reference_generator_input)."""
     argv = ["--true_score", "--device", "cpu", "--batch_size", "16"] + (["--reference_generator_input"] if reference else [])
-    args = train_diff_instruct.build_parser().parse_args(argv)
+    flags = train_diff_instruct.build_parser().parse_args(argv)
     torch.manual_seed(0)
-    step = train_diff_instruct.build(args, torch.device("cpu"), make_target("mog40"))
+    method = train_diff_instruct.build(flags, torch.device("cpu"), make_target("mog40"))
+    nets, (student_update, generator_update) = method.networks, method.updates
     seen: list[torch.Tensor] = []
-    step.generator.net[0].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
+    nets["generator"].net[0].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
     power = torch.tensor(2.0)
-    sites = {"student data": lambda: step.student_loss(step.nets.modules, power),
-             "generator update": lambda: step.generator_loss(step.nets.modules, power),
-             "evaluation": lambda: step.generator.sample(16)}
+    sites = {"student data": lambda: student_update.loss_fn(nets, power),
+             "generator update": lambda: generator_update.loss_fn(nets, power),
+             "evaluation": lambda: method.sample(nets["generator"], 16, torch.Generator().manual_seed(0))}
     inputs = {}
     for name, call in sites.items():
         seen.clear()

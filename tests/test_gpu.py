@@ -1,63 +1,55 @@
 """CUDA-only checks (skipped cleanly without a GPU): the training steps never synchronise with the host."""
-import argparse
-import copy
+import importlib
 
+import numpy as np
 import pytest
 import torch
 
-from models import FlowPosterior, GaussianPosterior, Generator
-from utils.targets import mog40
-from utils.teachers import kde_teacher, load_teacher
-from utils.trainer import DiffInstructStep, VarDiUStep
+from conftest import TINY, read_metrics, run_script
+from utils.fast import make_iteration_runner
+from utils.targets import make_target
+from utils.trainer import build_trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def make_posterior(kind: str) -> torch.nn.Module:
-    return GaussianPosterior(2) if kind == "gaussian" else FlowPosterior(2, kind, flow_length=4)
+def make_trainer(script: str, flags: list[str], seeds: list[int]):
+    """The trainer a script builds for these flags, on CUDA, at the paper's sizes unless the flags say otherwise."""
+    module = importlib.import_module(script)
+    device = torch.device("cuda")
+    values = module.build_parser().parse_args(flags + ["--device", "cuda"])
+    return build_trainer(module.build, values, seeds, device, make_target(values.target).to(device))
 
 
-def run_without_sync(step, power: torch.Tensor) -> dict:
-    """One warm-up step (lazy library initialisation may synchronise once), then three steps under
+def run_without_sync(trainer, power: float) -> dict:
+    """One warm-up iteration (lazy library initialisation may synchronise once), then three iterations under
     torch.cuda.set_sync_debug_mode("error"), which raises on any host synchronisation."""
-    step(power)
+    trainer.power.fill_(power)
+    trainer.iteration()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
-            out = step(power)
+            trainer.iteration()
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    return out
+    return trainer.sums
 
 
-@pytest.mark.parametrize("kind,score", [("gaussian", "true"), ("NSF", "true"), ("PLF", "true"),
-                                        ("gaussian", "edm"), ("gaussian", "kde")])
-def test_training_step_has_no_host_synchronisation(kind, score):
-    device = torch.device("cuda")
-    torch.manual_seed(0)
-    target = mog40().to(device)
-    args = argparse.Namespace(batch_size=1024, sigma_min=0.1, sigma_max=20.0, no_antithetic=False, weight="sigma2",
-                              lr=1e-4, posterior_lr=None, grad_clip=10.0, weight_reduction="sample")
-    score_fn = {"true": lambda: target.score, "edm": lambda: load_teacher(None, target, device).score,
-                "kde": lambda: kde_teacher(target, 20_480, 0).to(device).score}[score]()
-    step = VarDiUStep(Generator(2).to(device), make_posterior(kind).to(device), score_fn, target.log_prob,
-                      args, device, control_variate=score != "true")
-    out = run_without_sync(step, torch.tensor(0.5, device=device))
-    assert torch.isfinite(out["loss"]) and torch.isfinite(out["bound"])
-
-
-@pytest.mark.parametrize("score_step", [1, 3])
-def test_diff_instruct_step_has_no_host_synchronisation(score_step):
-    device = torch.device("cuda")
-    torch.manual_seed(0)
-    target = mog40().to(device)
-    args = argparse.Namespace(batch_size=1024, sigma_min=0.1, sigma_max=20.0, no_antithetic=False, weight="sigma2",
-                              lr=1e-4, score_lr=5e-5, grad_clip=10.0, score_step=score_step, sigma_data=10.0)
-    student = copy.deepcopy(load_teacher(None, target, device)).requires_grad_(True)
-    step = DiffInstructStep(Generator(2).to(device), student, target.score, args, device)
-    out = run_without_sync(step, torch.tensor(2.0, device=device))
-    assert torch.isfinite(out["loss"]) and torch.isfinite(out["score_loss"])
+@pytest.mark.parametrize("script,flags", [
+    ("train_upper_diffusion", ["--true_score"]),
+    ("train_upper_flow", ["--true_score", "--flow_type", "NSF"]),
+    ("train_upper_flow", ["--true_score", "--flow_type", "PLF"]),
+    ("train_upper_diffusion", []),                                       # EDM teacher, control variate
+    ("train_upper_diffusion", ["--teacher", "kde"]),
+    ("train_upper_diffusion", ["--true_score", "--weight_reduction", "batch", "--ema_decay", "0.99"]),
+    ("train_diff_instruct", ["--true_score", "--score_step", "1"]),
+    ("train_diff_instruct", ["--true_score", "--score_step", "3", "--reference_generator_input"]),
+    ("train_teacher", ["--batch_size", "1024"]),
+])
+def test_training_iteration_has_no_host_synchronisation(script, flags):
+    sums = run_without_sync(make_trainer(script, flags, [0]), power=0.5)
+    assert sums and all(torch.isfinite(v).all() for v in sums.values())
 
 
 FAST_PATH_CASES = {
@@ -71,34 +63,20 @@ FAST_PATH_CASES = {
 
 def train_iterations(script: str, flags: list[str], seeds: list[int], mode: str, iterations: int) -> dict:
     """Parameters of every network after ``iterations`` training iterations at the paper's sizes, run eagerly
-    (``eager``), replayed as one CUDA graph (``graph``) or compiled and replayed (``fast``, the scripts' default on
-    CUDA), started from the same seeds (same initial weights and random stream)."""
-    import importlib
-
-    from utils.fast import make_iteration_runner
-    from utils.targets import make_target
-    from utils.trainer import build_seeds, training_iteration
-
-    module = importlib.import_module(script)
-    device = torch.device("cuda")
-    args = module.build_parser().parse_args(flags + ["--device", "cuda", "--ema_decay", "0.999"])
-    target = make_target(args.target).to(device)
-    step = build_seeds(module.build, args, device, target, seeds)
-    step.nets.compile = mode == "fast"
-    gen_params = step.nets.parameters(step.eval_network)
-    ema = [p.detach().clone() for p in gen_params]
-    sums: dict = {}
-    power = torch.zeros((), device=device)
-    run = make_iteration_runner(training_iteration(step, power, sums, ema, gen_params, 0.999), device,
-                                mode != "eager")
+    (``eager``), replayed as one CUDA graph (``graph``) or compiled and replayed (``fast``), started from the same
+    seeds (same initial weights and random stream)."""
+    trainer = make_trainer(script, flags + ["--ema_decay", "0.999"], seeds)
+    trainer.nets.compile = mode == "fast"
+    run = make_iteration_runner(trainer.iteration, trainer.device, mode != "eager")
     for it in range(iterations):
-        power.fill_(min(0.1 + 0.01 * (it // 20), 2.0))  # an annealing schedule that changes during the test
+        trainer.power.fill_(min(0.1 + 0.01 * (it // 20), 2.0))  # an annealing schedule that changes during the test
         run()
     torch.cuda.synchronize()
     assert run.captured == (mode != "eager")
-    params = {f"{name}.{i}": p.detach().clone() for name in step.nets.modules
-              for i, p in enumerate(step.nets.parameters(name))}
-    return params | {f"ema.{i}": e.clone() for i, e in enumerate(ema)} | {f"sum.{k}": v for k, v in sums.items()}
+    params = {f"{name}.{i}": p.detach().clone() for name in trainer.nets.modules
+              for i, p in enumerate(trainer.nets.parameters(name))}
+    return params | {f"ema.{i}": e.clone() for i, e in enumerate(trainer.ema)} | \
+        {f"sum.{k}": v for k, v in trainer.sums.items()}
 
 
 @pytest.mark.parametrize("case", list(FAST_PATH_CASES))
@@ -127,3 +105,24 @@ def test_compiled_fast_path_trains(case):
     for key in fast:
         assert torch.isfinite(fast[key]).all(), key
     torch.testing.assert_close(fast["sum.loss"], eager["sum.loss"], rtol=0.2, atol=0.2 * 300)
+
+
+@pytest.mark.parametrize("seeds", [["--seed", "0"], ["--seeds", "0,1"]])
+def test_resume_on_the_cuda_graph_path_continues_the_run(tmp_path, seeds):
+    """A run stopped at iteration 20 and resumed with --load on the default CUDA path (graph replay, with EMA and a
+    moving power schedule) gives the metrics of the uninterrupted run: the random state saved after graph
+    replays is the one the next replay uses."""
+    common = ["--true_score", *TINY, "--show_iter", "10", "--ema_decay", "0.9", "--power_interval", "7",
+              "--device", "cuda", "--out_dir", str(tmp_path), *seeds]
+    assert run_script("train_upper_diffusion.py", *common, "--max_iter", "40", "--name", "full").returncode == 0
+    assert run_script("train_upper_diffusion.py", *common, "--max_iter", "20", "--name", "part").returncode == 0
+    names = ["full", "part"] if seeds[0] == "--seed" else ["full_seed1", "part_seed1"]
+    parts = [str(tmp_path / n) for n in (["part"] if seeds[0] == "--seed" else ["part_seed0", "part_seed1"])]
+    res = run_script("train_upper_diffusion.py", "--load", *parts, "--max_iter", "40", "--no_progress")
+    assert res.returncode == 0, res.stderr
+    full, part = read_metrics(tmp_path / names[0]), read_metrics(tmp_path / names[1])
+    assert [r["iteration"] for r in full] == [r["iteration"] for r in part] == ["0", "10", "20", "30", "40"]
+    for key in ["logpd", "log_mmd", "loss", "bound"]:
+        np.testing.assert_allclose([float(r[key]) for r in part], [float(r[key]) for r in full], rtol=1e-5,
+                                   err_msg=key)
+    assert [r["power"] for r in full] == [r["power"] for r in part]

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from losses.vardiu import (NoiseBatch, annealed_power, draw_noise, sample_sigma, sigma_weight, vardiu_bound_terms,
-                           vardiu_loss)
+from losses.noise import NoiseBatch, PowerSchedule, draw_noise, make_weight, sample_sigma
+from losses.vardiu import vardiu_bound_terms, vardiu_loss
 from experiments.linear_gaussian import LinearGaussianPosterior, gaussian_kl, gaussian_log_prob
 from models import GaussianPosterior
 from utils.targets import mog9
@@ -43,19 +43,20 @@ def test_sigma_sampler_has_the_stated_distribution(power):
 
 def test_sigma_weights():
     s = torch.tensor([1.0, 10.0, 20.0])
-    assert torch.equal(sigma_weight(s, "uniform", 20.0), torch.ones(3))
-    assert torch.allclose(sigma_weight(s, "sigma", 20.0), s / 20)
-    assert torch.allclose(sigma_weight(s, "sigma2", 20.0), (s / 20) ** 2)
-    assert torch.allclose(sigma_weight(s, "sigma4", 20.0), (s / 20) ** 4)
+    assert torch.equal(make_weight("uniform", 20.0)(s), torch.ones(3))
+    assert torch.allclose(make_weight("sigma", 20.0)(s), s / 20)
+    assert torch.allclose(make_weight("sigma2", 20.0)(s), (s / 20) ** 2)
+    assert torch.allclose(make_weight("sigma4", 20.0)(s), (s / 20) ** 4)
 
 
 def test_annealed_power_schedule():
-    assert annealed_power(0) == pytest.approx(0.1)
-    assert annealed_power(999) == pytest.approx(0.1)
-    assert annealed_power(1000) == pytest.approx(0.11)
-    assert annealed_power(1_000_000) == pytest.approx(2.0)  # capped
-    assert annealed_power(1_000_000, cap=None) == pytest.approx(10.1)
-    assert annealed_power(250, start=0.5, step=0.1, interval=100, cap=None) == pytest.approx(0.7)
+    schedule = PowerSchedule()  # the reference's: 0.1, +0.01 every 1000 iterations, capped at 2.0
+    assert schedule(0) == pytest.approx(0.1)
+    assert schedule(999) == pytest.approx(0.1)
+    assert schedule(1000) == pytest.approx(0.11)
+    assert schedule(1_000_000) == pytest.approx(2.0)  # capped
+    assert PowerSchedule(cap=None)(1_000_000) == pytest.approx(10.1)
+    assert PowerSchedule(start=0.5, step=0.1, interval=100, cap=None)(250) == pytest.approx(0.7)
 
 
 class LinearGenerator(torch.nn.Module):
@@ -78,12 +79,12 @@ def test_gradients_equal_hand_derived_formulas(weight):
     post = GaussianPosterior(2, width=16, depth=2).double()
     target = mog9()
     nb = draw_noise(12, 2, 0.3, 5.0, 1.0, antithetic=True, dtype=torch.float64)
-    out = vardiu_loss(gen, post, nb, target.score, weight, 5.0)
+    out = vardiu_loss(gen, post, nb, target.score, make_weight(weight, 5.0))
     out.loss.backward()
 
     with torch.no_grad():
         x_t = gen(nb.z) + nb.sigma[:, None] * nb.eps
-        w = sigma_weight(nb.sigma, weight, 5.0)
+        w = torch.ones_like(nb.sigma) if weight == "uniform" else (nb.sigma / 5.0) ** 2
         s_d = target.score(x_t, nb.sigma)
 
     # grad_{x_t} log q by central finite differences (independent of autograd).
@@ -121,7 +122,7 @@ def test_bound_terms_with_exact_posterior_equal_log_density_ratio_per_sample():
     log_p_theta = gaussian_log_prob(b, a)(x_t, nb.sigma)  # N(b, a^2 + sigma^2)
     log_p_d = gaussian_log_prob(m_d, s_d)(x_t, nb.sigma)
 
-    log_q = LinearGaussianPosterior(a, b).log_prob(nb.z, x_t, nb.sigma)
+    log_q = LinearGaussianPosterior(a, b).log_prob(nb.z, x_t, nb.sigma).detach()
     terms = vardiu_bound_terms(nb, log_q, log_p_d)
     assert torch.allclose(terms, log_p_theta - log_p_d, atol=1e-9)
     kl = gaussian_kl(b, a**2 + sigma_val**2, m_d, s_d**2 + sigma_val**2)
@@ -135,8 +136,8 @@ def test_loss_returns_bound_only_when_log_density_known():
     post = GaussianPosterior(2, width=8, depth=1)
     target = mog9()
     nb = draw_noise(8, 2, 0.1, 5.0, 1.0)
-    assert vardiu_loss(gen, post, nb, target.score, "sigma2", 5.0).bound is None
-    out = vardiu_loss(gen, post, nb, target.score, "sigma2", 5.0, target.log_prob)
+    assert vardiu_loss(gen, post, nb, target.score, make_weight("sigma2", 5.0)).bound is None
+    out = vardiu_loss(gen, post, nb, target.score, make_weight("sigma2", 5.0), target.log_prob)
     assert out.bound is not None and out.bound.dim() == 0 and torch.isfinite(out.bound)
 
 
@@ -147,7 +148,7 @@ def loss_and_gradients(reduction: str, weight: str):
     post = GaussianPosterior(2, width=16, depth=2).double()
     torch.manual_seed(1)
     nb = draw_noise(64, 2, 0.1, 5.0, 1.0, antithetic=True, dtype=torch.float64)
-    out = vardiu_loss(gen, post, nb, mog9().score, weight, 5.0, mog9().log_prob, reduction=reduction)
+    out = vardiu_loss(gen, post, nb, mog9().score, make_weight(weight, 5.0), mog9().log_prob, reduction=reduction)
     out.loss.backward()
     grads = [p.grad.clone() for p in [*gen.parameters(), *post.parameters()]]
     return out, grads, gen, post, nb

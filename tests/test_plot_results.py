@@ -22,7 +22,7 @@ def fake_our_run(root, name, seed, logpd, log_mmd, script="train_upper_diffusion
     modes = [40] * len(logpd) if modes is None else modes
     near = [0.9] * len(logpd) if near is None else near
     with open(run / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS + ["loss", "bound", "score_loss", "power"])
         writer.writeheader()
         for i, (lp, lm, md, nm) in enumerate(zip(logpd, log_mmd, modes, near)):
             writer.writerow({"iteration": 1000 * i, "wall_time": 2.0 * i, "train_time": 1.5 * i, "logpd": lp,

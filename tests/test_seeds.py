@@ -14,7 +14,7 @@ from models import Generator
 from utils.cli import UsageError
 from utils.seeds import Networks, parse_seeds
 from utils.targets import make_target
-from utils.trainer import build_seeds
+from utils.trainer import build_trainer
 
 SCRIPT = "train_upper_diffusion.py"
 
@@ -28,17 +28,21 @@ def test_parse_seeds():
             parse_seeds(bad)
 
 
-def make_sets(k: int) -> list[Networks]:
-    sets = []
+def make_modules(k: int) -> list[dict]:
+    modules = []
     for seed in range(k):
         torch.manual_seed(seed)
-        sets.append(Networks(generator=Generator(2, 16, 2)))
-    return sets
+        modules.append({"generator": Generator(2, 16, 2)})
+    return modules
+
+
+def make_sets(k: int) -> list[Networks]:
+    return [Networks(**m) for m in make_modules(k)]
 
 
 def test_stacked_networks_compute_what_each_network_computes():
     sets = make_sets(3)
-    stacked = Networks.stack(make_sets(3))
+    stacked = Networks.stack(make_modules(3))
     z = torch.randn(5, 2)
     out = stacked.call(lambda nets, x: nets["generator"](x).pow(2).sum(), z)  # [K]
     out.sum().backward()
@@ -52,7 +56,7 @@ def test_stacked_networks_compute_what_each_network_computes():
 
 def test_per_seed_gradient_clipping_matches_clip_grad_norm():
     sets = make_sets(3)
-    stacked = Networks.stack(make_sets(3))
+    stacked = Networks.stack(make_modules(3))
     z = torch.randn(64, 2) * 10
     scales = torch.tensor([1.0, 100.0, 0.01])  # one seed under the clip, two over
     (stacked.call(lambda nets, x: nets["generator"](x).sum(), z) * scales).sum().backward()
@@ -90,19 +94,20 @@ def test_each_seed_of_a_vectorised_step_is_a_single_seed_step(module, flags):
     if module is train_upper_diffusion:
         argv += ["--width", "32", "--depth", "2"]
     target = make_target("mog40")
-    args = module.build_parser().parse_args(argv)
-    vectorised = build_seeds(module.build, args, device, target, seeds)
-    singles = [build_seeds(module.build, args, device, target, [s]) for s in seeds]
-    power = torch.tensor(0.5)
+    values = module.build_parser().parse_args(argv)
+    vectorised = build_trainer(module.build, values, seeds, device, target)
+    singles = [build_trainer(module.build, values, [s], device, target) for s in seeds]
+    for trainer in [vectorised, *singles]:
+        trainer.power.fill_(0.5)
     for _ in range(5):
         state = torch.random.get_rng_state()
-        out = vectorised(power)
+        vectorised.iteration()
         for k, single in enumerate(singles):
             torch.random.set_rng_state(state)
             with seed_slice_of_draws(k, len(seeds)):
-                single_out = single(power)
-            for key in out:
-                torch.testing.assert_close(out[key][k], single_out[key], rtol=1e-4, atol=1e-5)
+                single.iteration()
+            for key, total in vectorised.sums.items():  # running sums of the logged scalars
+                torch.testing.assert_close(total[k], single.sums[key][0], rtol=1e-4, atol=1e-5)
     for name in vectorised.nets.modules:
         for k, single in enumerate(singles):
             for p_stacked, p in zip(vectorised.nets.parameters(name), single.nets.parameters(name)):
@@ -128,7 +133,10 @@ def test_vectorised_run_writes_one_ordinary_run_folder_per_seed(tmp_path, tiny):
 
 
 def test_vectorised_run_resumes_exactly(tmp_path, tiny):
-    common = ["--true_score", *tiny, "--show_iter", "20", "--out_dir", str(tmp_path), "--seeds", "3,5"]
+    """With EMA on and a power schedule that moves across the resume point: each seed's metrics (computed from the
+    EMA weights) continue exactly as in the uninterrupted run."""
+    common = ["--true_score", *tiny, "--show_iter", "20", "--out_dir", str(tmp_path), "--seeds", "3,5",
+              "--ema_decay", "0.9", "--power_interval", "7"]
     assert run_script(SCRIPT, *common, "--max_iter", "40", "--name", "full").returncode == 0
     assert run_script(SCRIPT, *common, "--max_iter", "20", "--name", "part").returncode == 0
     res = run_script(SCRIPT, "--load", str(tmp_path / "part_seed3"), str(tmp_path / "part_seed5"),
@@ -136,7 +144,9 @@ def test_vectorised_run_resumes_exactly(tmp_path, tiny):
     assert res.returncode == 0, res.stderr
     for seed in (3, 5):
         full, part = read_metrics(tmp_path / f"full_seed{seed}"), read_metrics(tmp_path / f"part_seed{seed}")
-        assert [r["logpd"] for r in full] == [r["logpd"] for r in part]
+        for key in ["logpd", "mmd", "loss", "bound", "power"]:
+            assert [r[key] for r in full] == [r[key] for r in part], key
+        assert len({r["power"] for r in full}) == 3  # the schedule moved (0.1, 0.12, 0.15 at iterations 0, 20, 40)
         assert np.array_equal(np.load(tmp_path / f"full_seed{seed}" / "samples.npy"),
                               np.load(tmp_path / f"part_seed{seed}" / "samples.npy"))
     # one seed of a vectorised run also resumes on its own, as a single-seed run

@@ -7,7 +7,8 @@ import torch
 
 from conftest import assert_complete_run_folder, run_script
 from experiments.linear_gaussian import DiagonalLinearGenerator, LinearGaussianPosterior
-from losses.vardiu import draw_noise, vardiu_loss
+from losses.noise import draw_noise, make_weight
+from losses.vardiu import vardiu_loss
 from models.denoiser import EDMDenoiser, heun_sample, karras_sigmas
 from utils.targets import GaussianMixture, mog9, mog40
 from utils.teachers import SHIPPED_TEACHERS, kde_teacher, load_teacher, save_teacher
@@ -102,7 +103,7 @@ def test_control_variate_keeps_the_expected_gradient_and_lowers_variance(antithe
         for _ in range(400):
             nb = draw_noise(64, 2, 0.2, 5.0, 1.0, antithetic=antithetic, dtype=torch.float64)
             gen.zero_grad()
-            vardiu_loss(gen, post, nb, target.score, "uniform", 5.0, control_variate=cv).loss.backward()
+            vardiu_loss(gen, post, nb, target.score, make_weight("uniform", 5.0), control_variate=cv).loss.backward()
             out.append(torch.cat([gen.a.grad, gen.b.grad]).clone())
         return torch.stack(out)
 
@@ -121,7 +122,7 @@ def test_tiny_teacher_training_writes_a_loadable_teacher(tmp_path, tiny):
                      "--out_dir", str(tmp_path), "--name", "t")
     assert res.returncode == 0, res.stderr
     run_dir = tmp_path / "t"
-    assert_complete_run_folder(run_dir, [0, 10, 20], 400, modules=("denoiser",))
+    assert_complete_run_folder(run_dir, [0, 10, 20], 400, modules=("denoiser",), logged=("loss",))
     teacher = load_teacher(run_dir / "teacher.pt", mog40(), torch.device("cpu"))
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     ema = {k.removeprefix("denoiser."): v for k, v in ckpt["ema"].items()}  # the exported weights are the EMA's

@@ -5,39 +5,41 @@ import torch
 
 import train_upper_diffusion
 from utils.cli import UsageError, resolve_device
-from utils.trainer import run_training
+from utils.trainer import Update, parse_flags, run_training
+
+SCRIPT = "train_upper_diffusion.py"
 
 
 def hooked_build(hook):
-    """A build function whose step calls hook(step, call_number) before each real update."""
-    def build(args, device, target):
-        step = train_upper_diffusion.build(args, device, target)
-        real_call, calls = step.__call__, {"n": 0}
+    """A build function whose loss calls hook(nets, call_number) before computing the real loss."""
+    def build(flags, device, target):
+        method = train_upper_diffusion.build(flags, device, target)
+        update, calls = method.updates[0], {"n": 0}
 
-        class Hooked:
-            def __getattr__(self, name):  # everything but the call is the real step's
-                return getattr(step, name)
+        def hooked_loss(nets, power):
+            calls["n"] += 1
+            hook(nets, calls["n"])
+            return update.loss_fn(nets, power)
 
-            def __call__(self, power):
-                calls["n"] += 1
-                hook(step, calls["n"])
-                return real_call(power)
-
-        return Hooked()
+        method.updates[0] = Update(hooked_loss, update.networks, update.repeats)
+        return method
     return build
 
 
+def train(build, argv):
+    return run_training(build, parse_flags(train_upper_diffusion.build_parser(), argv, SCRIPT), SCRIPT, "x")
+
+
 def test_non_finite_run_stops_and_keeps_last_good_checkpoint(tmp_path, tiny, capsys):
-    def poison(step, n):
+    def poison(nets, n):
         if n == 25:  # poison the generator in the third evaluation interval
             with torch.no_grad():
-                next(step.generator.parameters()).fill_(float("nan"))
+                next(nets["generator"].parameters()).fill_(float("nan"))
 
     argv = ["--true_score", *tiny, "--max_iter", "50", "--show_iter", "10", "--out_dir", str(tmp_path),
             "--name", "nan", "--checkpoint_minutes", "0"]
     with pytest.raises(SystemExit) as exc:
-        run_training(train_upper_diffusion.build_parser(), hooked_build(poison), "train_upper_diffusion.py",
-                     lambda a: "x", argv)
+        train(hooked_build(poison), argv)
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "non-finite between iterations 20 and 30" in err and "last good checkpoint" in err
@@ -69,15 +71,14 @@ def test_resolve_device_names_the_devices_that_exist(monkeypatch):
 
 
 def test_interrupt_exits_cleanly_and_keeps_the_checkpoint(tmp_path, tiny, capsys):
-    def interrupt(step, n):
+    def interrupt(nets, n):
         if n == 15:
             raise KeyboardInterrupt
 
     argv = ["--true_score", *tiny, "--max_iter", "50", "--show_iter", "10", "--out_dir", str(tmp_path), "--name", "i",
             "--checkpoint_minutes", "0"]
     with pytest.raises(SystemExit) as exc:
-        run_training(train_upper_diffusion.build_parser(), hooked_build(interrupt), "train_upper_diffusion.py",
-                     lambda a: "x", argv)
+        train(hooked_build(interrupt), argv)
     assert exc.value.code == 130
     assert "interrupted; the last checkpoint (iteration 10)" in capsys.readouterr().err
     assert torch.load(tmp_path / "i" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 10
@@ -92,7 +93,6 @@ def test_checkpoints_are_rewritten_only_when_due(tmp_path, tiny, monkeypatch):
                         lambda path, state: (writes.append(state["iteration"]), real_save(path, state)))
     for extra, expected in [([], [0, 40]), (["--checkpoint_minutes", "0"], [0, 10, 20, 30, 40])]:
         writes.clear()
-        run_training(train_upper_diffusion.build_parser(), train_upper_diffusion.build, "train_upper_diffusion.py",
-                     lambda a: "x", ["--true_score", *tiny, "--max_iter", "40", "--show_iter", "10",
-                                     "--out_dir", str(tmp_path), *extra])
+        train(train_upper_diffusion.build, ["--true_score", *tiny, "--max_iter", "40", "--show_iter", "10",
+                                            "--out_dir", str(tmp_path), *extra])
         assert writes == expected

@@ -8,7 +8,8 @@ from typing import Callable
 
 import torch
 
-from losses.vardiu import WEIGHT_POWERS, WEIGHT_REDUCTIONS
+from losses.noise import WEIGHT_POWERS
+from losses.vardiu import WEIGHT_REDUCTIONS
 from utils.targets import TARGETS
 
 

@@ -3,7 +3,8 @@
 Layout of a run folder::
 
     config.json                 every flag and derived setting of the run
-    metrics.csv                 one row per evaluation (METRIC_COLUMNS; bound: VarDiU, score_loss: Diff-Instruct)
+    metrics.csv                 one row per evaluation: METRIC_COLUMNS, the scalars the method's losses return (means
+                                since the previous evaluation), power
     lists/logpd_list.json       the reference repo's lists: log density, MMD, training time per evaluation
     lists/MMD_list.json
     lists/time_list.json
@@ -26,8 +27,8 @@ import torch
 
 from utils.cli import UsageError
 
-METRIC_COLUMNS = ["iteration", "wall_time", "train_time", "logpd", "mmd", "log_mmd", "modes", "near_mode",
-                  "loss", "bound", "score_loss", "power"]
+# The columns every metrics.csv starts with; the method's logged scalars follow, and "power" comes last.
+METRIC_COLUMNS = ["iteration", "wall_time", "train_time", "logpd", "mmd", "log_mmd", "modes", "near_mode"]
 REQUIRED_CHECKPOINT_KEYS = {"iteration", "config", "modules", "optimizers", "rng", "history"}
 
 
@@ -52,25 +53,39 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def metric_columns(rows: list[dict]) -> list[str]:
+    """metrics.csv's header for these rows: METRIC_COLUMNS, every other key in order of first appearance, power."""
+    extra = dict.fromkeys(k for row in rows for k in row if k not in METRIC_COLUMNS and k != "power")
+    return METRIC_COLUMNS + list(extra) + ["power"]
+
+
 class MetricsLog:
-    """The run's evaluation history, mirrored to metrics.csv and lists/*.json after every evaluation."""
+    """The run's evaluation history, mirrored to metrics.csv and lists/*.json after every evaluation. A row may
+    bring new columns (the losses' scalars first appear after iteration 0): the CSV is then rewritten whole, and
+    earlier rows read nan there."""
 
     def __init__(self, run_dir: Path, history: list[dict] | None = None):
         self.run_dir = run_dir
         self.history: list[dict] = list(history or [])
+        self.columns = metric_columns(self.history)
         (run_dir / "lists").mkdir(exist_ok=True)
         self._rewrite_csv()
 
     def _rewrite_csv(self) -> None:
         with open(self.run_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=self.columns, restval="nan")
             writer.writeheader()
             writer.writerows(self.history)
 
     def append(self, row: dict) -> None:
         self.history.append(row)
-        with open(self.run_dir / "metrics.csv", "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=METRIC_COLUMNS).writerow(row)
+        columns = metric_columns(self.history)
+        if columns != self.columns:
+            self.columns = columns
+            self._rewrite_csv()
+        else:
+            with open(self.run_dir / "metrics.csv", "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns, restval="nan").writerow(row)
         lists = self.run_dir / "lists"
         write_json(lists / "logpd_list.json", [r["logpd"] for r in self.history])
         write_json(lists / "MMD_list.json", [r["mmd"] for r in self.history])

@@ -51,32 +51,51 @@ class _Apply(nn.Module):
 
 
 class Networks:
-    """The trainable networks of a step, for one seed (plain modules) or K seeds (stacked parameters)."""
+    """The trainable networks of a run, for one seed (plain modules) or K seeds (stacked parameters)."""
 
     def __init__(self, **modules: nn.Module):
         self.num_seeds = 1
         self.modules: dict[str, nn.Module] = modules
         self.compile = False  # the fast path sets this: each function given to call() runs through torch.compile
-        self._compiled: dict[Any, Callable[..., Any]] = {}
+        self._compiled: dict[int, Callable[..., Any]] = {}
         self._stacked: dict[str, dict[str, torch.Tensor]] = {}  # name -> {param/buffer name: [K, ...]}
         self._root: _Apply | None = None
+        self._eval_copies: dict[str, nn.Module] = {}
 
     @classmethod
-    def stack(cls, sets: list["Networks"]) -> "Networks":
-        """One set with K = len(sets) seeds; sets[0]'s modules become the per-seed template."""
-        if len(sets) == 1:
-            return sets[0]
-        out = cls(**sets[0].modules)
-        out.num_seeds = len(sets)
-        for name, module in sets[0].modules.items():
-            params = [dict(s.modules[name].named_parameters()) for s in sets]
-            buffers = [dict(s.modules[name].named_buffers()) for s in sets]
+    def stack(cls, per_seed: list[dict[str, nn.Module]]) -> "Networks":
+        """Networks of K = len(per_seed) seeds, each given as the modules of one seed (initialised under its own
+        seed). One seed: the modules themselves. Several: their parameters stacked along a new leading
+        dimension; the first seed's modules then serve only as the template that ``functional_call`` fills."""
+        if len(per_seed) == 1:
+            return cls(**per_seed[0])
+        first = per_seed[0]
+        out = cls(**first)
+        out.num_seeds = len(per_seed)
+        for name, module in first.items():
+            params = [dict(m[name].named_parameters()) for m in per_seed]
+            buffers = [dict(m[name].named_buffers()) for m in per_seed]
             state = {key: nn.Parameter(torch.stack([ps[key].detach() for ps in params]), requires_grad=p.requires_grad)
                      for key, p in module.named_parameters()}
             state |= {key: torch.stack([bs[key] for bs in buffers]) for key, _ in module.named_buffers()}
             out._stacked[name] = state
-        out._root = _Apply({k: copy.deepcopy(m) for k, m in sets[0].modules.items()})
+        out._root = _Apply(first)
         return out
+
+    def module_for_seed(self, name: str, index: int = 0, weights: list[torch.Tensor] | None = None) -> nn.Module:
+        """Seed ``index``'s network ``name`` as a plain single-seed module, for evaluation: for one seed and live
+        weights the trained module itself; otherwise a frozen copy loaded with that seed's slice of the live
+        parameters or of ``weights`` (a list in ``parameters(name)`` order, e.g. an EMA)."""
+        source = self.parameters(name) if weights is None else weights
+        if self.num_seeds == 1 and weights is None:
+            return self.modules[name]
+        if name not in self._eval_copies:
+            self._eval_copies[name] = copy.deepcopy(self.modules[name]).requires_grad_(False)
+        module = self._eval_copies[name]
+        with torch.no_grad():
+            for t, p in zip(module.parameters(), source):
+                t.copy_(p[index] if self.num_seeds > 1 else p)
+        return module
 
     def parameters(self, name: str) -> list[torch.Tensor]:
         """Parameters of one network (stacked [K, ...] for several seeds), in ``named_parameters`` order."""
@@ -91,11 +110,11 @@ class Networks:
         through AOTAutograd, backward) is compiled by torch.compile once per fn: fewer, fused kernels."""
         if not self.compile:
             return self._call(fn, *args)
-        if fn not in self._compiled:
+        if id(fn) not in self._compiled:
             # fallback_random: random draws stay PyTorch's own (same numbers as eager), not inductor's generator
-            self._compiled[fn] = torch.compile(functools.partial(self._call, fn), dynamic=False,
-                                               options={"fallback_random": True})
-        return self._compiled[fn](*args)
+            self._compiled[id(fn)] = torch.compile(functools.partial(self._call, fn), dynamic=False,
+                                                   options={"fallback_random": True})
+        return self._compiled[id(fn)](*args)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self.num_seeds == 1:
