@@ -28,16 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from utils.cli import Parser, UsageError, exit_on_usage_error  # noqa: E402
+from utils.cli import Parser, UsageError, exit_on_usage_error, validate_output_folder  # noqa: E402
 from utils.experiments import LABELS, METHOD_ORDER, PAPER_NUMBERS, RECIPES, method_key  # noqa: E402
 
 plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "legend.fontsize": 6.5, "axes.labelsize": 8})
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
+ITERATIONS = matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0")  # 250000 -> 250k
 
 
 @dataclass
@@ -72,13 +74,39 @@ def _log(values: list[float]) -> np.ndarray:
         return np.where(arr > 0, np.log(np.where(arr > 0, arr, 1.0)), -np.inf)
 
 
-def read_run(path: Path, eval_every: int) -> Run:
-    """Read one run folder, ours (metrics.csv + config.json) or the reference repo's (lists/*.json)."""
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def complete_rows(path: Path) -> list[dict]:
+    """The rows of a metrics.csv, without a last row that a running (or killed) writer left half-written: one
+    missing its line end, a field, or a number (dropped with a warning)."""
+    text = path.read_text()
+    rows = list(csv.DictReader(text.splitlines()))
+    if rows and (not text.endswith("\n") or not parses(rows[-1])):
+        warn(f"{path}: the last row is incomplete (a run still writing, or killed mid-write); it is ignored")
+        rows = rows[:-1]
+    return rows
+
+
+def parses(row: dict) -> bool:
+    """Every field present, and the ones read here numbers."""
+    try:
+        for key in ("iteration", "train_time", "logpd", "log_mmd", "modes", "near_mode"):
+            float(row[key])
+        return None not in row and all(v is not None for v in row.values())
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def read_run(path: Path, eval_every: int) -> Run | None:
+    """Read one run folder, ours (metrics.csv + config.json) or the reference repo's (lists/*.json). None, with a
+    warning, for a run with no evaluations yet."""
     if (path / "metrics.csv").is_file():
-        with open(path / "metrics.csv") as f:
-            rows = list(csv.DictReader(f))
+        rows = complete_rows(path / "metrics.csv")
         if not rows:
-            raise UsageError(f"{path}/metrics.csv has no evaluations yet")
+            warn(f"{path}: no evaluations yet; skipped")
+            return None
         config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
         name = config.get("name")
         key = re.sub(r"_seed\d+$", "", name) if name else method_key(config)
@@ -96,6 +124,9 @@ def read_run(path: Path, eval_every: int) -> Run:
     except (OSError, json.JSONDecodeError) as err:
         raise UsageError(f"{path}: unreadable reference lists ({err})") from None
     n = min(len(logpd), len(mmd), len(times))
+    if n == 0:
+        warn(f"{path}: no evaluations yet; skipped")
+        return None
     name = re.sub(r"[_-]?seed\d+$", "", path.name) or path.parent.name
     return Run(path, name, np.arange(n) * eval_every, np.asarray(times[:n], float), np.asarray(logpd[:n], float),
                _log(mmd[:n]), np.full(n, np.nan), np.full(n, np.nan))
@@ -165,6 +196,8 @@ def plot_against(groups: list[MethodRuns], attr: str, x: str, ylabel: str, ax: p
         line, = ax.plot(xs[ok], mean[ok], lw=1.0, label=group.label, color=f"C{i % 10}")
         ax.fill_between(xs[ok], (mean - std)[ok], (mean + std)[ok], color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("wall time (s)" if x == "time" else "iteration")
+    if x != "time":
+        ax.xaxis.set_major_formatter(ITERATIONS)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
 
@@ -238,7 +271,11 @@ def main(argv: list[str] | None = None) -> Path:
     a = p.parse_args(argv)
     if a.last <= 0:
         raise UsageError(f"--last must be a positive number of evaluations, got {a.last}")
-    groups = group_methods([read_run(path, a.eval_every) for path in find_run_folders(a.run_dirs)])
+    validate_output_folder(a.out, "--out")
+    runs = [run for run in (read_run(path, a.eval_every) for path in find_run_folders(a.run_dirs)) if run]
+    if not runs:
+        raise UsageError(f"no run in {' '.join(a.run_dirs)} has an evaluation yet")
+    groups = group_methods(runs)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     figures = write_figures(groups, out, a.pdf)

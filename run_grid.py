@@ -19,24 +19,48 @@ import argparse
 import os
 import queue
 import shlex
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from utils.cli import Parser, UsageError, exit_on_usage_error
+from utils.cli import Parser, UsageError, exit_on_usage_error, validate_output_folder
 from utils.experiments import RECIPE_SUMMARIES, RECIPES
 from utils.seeds import parse_seeds
 
 ROOT = Path(__file__).resolve().parent
 
 
-def job_command(recipe: str, method: str, seeds: str, max_iter: int, out_dir: Path, extra: list[str]) -> list[str]:
-    """The training command of one method of a recipe: its script and flags, all seeds vectorised."""
+def job_command(recipe: str, method: str, seeds: str, max_iter: int, out_dir: Path, extra: list[str],
+                resume: bool = False) -> list[str] | None:
+    """The training command of one method of a recipe: its script and flags, all seeds vectorised. With
+    ``resume``, a method whose seeds' run folders exist continues them with --load (None: already at max_iter)."""
     spec = RECIPES[recipe][method]
+    folders = [out_dir / f"{method}_seed{seed}" for seed in parse_seeds(seeds)]
+    if resume and any(f.exists() for f in folders):
+        missing = [str(f) for f in folders if not (f / "checkpoints" / "last.pt").is_file()]
+        if missing:
+            raise UsageError(f"--resume: {method} has run folders without a checkpoint ({', '.join(missing)}); "
+                             "move them away or resume those seeds by hand")
+        from utils.run_io import load_checkpoint
+        if min(load_checkpoint(f)[1]["iteration"] for f in folders) >= max_iter:
+            return None
+        return [sys.executable, str(ROOT / spec.script), "--load", *map(str, folders), "--max_iter", str(max_iter),
+                "--no_progress", *extra]
     return [sys.executable, str(ROOT / spec.script), *spec.flags, "--seeds", seeds, "--max_iter", str(max_iter),
             "--out_dir", str(out_dir), "--name", method, "--recipe", recipe, "--no_progress", *extra]
+
+
+def parse_gpus(spec: str | None) -> list[str]:
+    """--gpus: None = every visible GPU; "" = none (the CPU); else comma-separated indices."""
+    if spec is None:
+        return visible_gpus()
+    gpus = [g.strip() for g in spec.split(",") if g.strip()]
+    if not all(g.isdigit() for g in gpus):
+        raise UsageError(f"--gpus {spec!r}: expected comma-separated GPU indices like 0,1 (or '' for the CPU)")
+    return gpus
 
 
 def print_recipes(recipes: list[str]) -> None:
@@ -55,14 +79,22 @@ def visible_gpus() -> list[str]:
 
 
 def run_jobs(jobs: list[tuple[str, list[str]]], gpus: list[str], log_dir: Path) -> dict[str, int]:
-    """Run jobs, at most one per GPU at a time (or one at a time on the CPU). Returns exit codes."""
+    """Run jobs, at most one per GPU at a time (or one at a time on the CPU), each appending to its log. SIGINT or
+    SIGTERM is passed on to the running jobs (which save and exit) and no further job starts. Returns exit codes."""
     todo: queue.Queue = queue.Queue()
     for job in jobs:
         todo.put(job)
     codes: dict[str, int] = {}
+    running: dict[str, subprocess.Popen] = {}
+    stopping = threading.Event()
+
+    def forward(signum: int, frame) -> None:
+        stopping.set()
+        for proc in list(running.values()):
+            proc.send_signal(signum)
 
     def worker(gpu: str | None) -> None:
-        while True:
+        while not stopping.is_set():
             try:
                 method, cmd = todo.get_nowait()
             except queue.Empty:
@@ -73,18 +105,27 @@ def run_jobs(jobs: list[tuple[str, list[str]]], gpus: list[str], log_dir: Path) 
             start = time.time()
             print(f"start {method}{f' on GPU {gpu}' if gpu is not None else ''}: log {log_dir / (method + '.log')}",
                   flush=True)
-            with open(log_dir / f"{method}.log", "w") as log:
+            with open(log_dir / f"{method}.log", "a") as log:
                 log.write(shlex.join(cmd) + "\n")
                 log.flush()
-                codes[method] = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            print(f"{'done' if codes[method] == 0 else 'FAILED'} {method} (exit {codes[method]}, "
-                  f"{(time.time() - start) / 60:.1f} min)", flush=True)
+                running[method] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                if stopping.is_set():  # a signal came while it started
+                    running[method].send_signal(signal.SIGTERM)
+                codes[method] = running[method].wait()
+                del running[method]
+            print(f"{'done' if codes[method] == 0 else 'FAILED' if codes[method] not in (130, 143) else 'stopped'} "
+                  f"{method} (exit {codes[method]}, {(time.time() - start) / 60:.1f} min)", flush=True)
 
-    threads = [threading.Thread(target=worker, args=(gpu,)) for gpu in (gpus or [None])]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        threads = [threading.Thread(target=worker, args=(gpu,)) for gpu in (gpus or [None])]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return codes
 
 
@@ -102,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0-9", help="seeds, trained vectorised in one process per method")
     p.add_argument("--max_iter", type=int, default=1_000_000, help="training iterations of every run")
     p.add_argument("--out_dir", default="runs/grid", help="folder for the run folders and logs")
-    p.add_argument("--gpus", default=None, help="comma-separated GPU indices to use (default: all visible)")
+    p.add_argument("--gpus", default=None,
+                   help="comma-separated GPU indices to use (default: all visible; '' runs on the CPU)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue methods whose run folders exist (--load their checkpoints/last.pt up to --max_iter); "
+                        "start the others")
     p.add_argument("--dry_run", action="store_true", help="print the commands and run nothing")
     p.add_argument("--list", action="store_true", help="print the methods and their flags, then exit")
     a = p.parse_args(argv)
@@ -112,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = a.recipe or "paper"
     grid = RECIPES[recipe]
     methods = list(grid) if a.methods is None else [m.strip() for m in a.methods.split(",") if m.strip()]
+    if not methods:
+        raise UsageError(f"--methods {a.methods!r} names no method; see --list")
     unknown = [m for m in methods if m not in grid]
     if unknown:
         raise UsageError(f"unknown method(s) {', '.join(unknown)} in recipe {recipe}; see --list")
@@ -122,9 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parse_seeds(a.seeds)  # one clear error now rather than one per job
     if a.max_iter <= 0:
         raise UsageError(f"--max_iter must be a positive integer, got {a.max_iter}")
-    gpus = a.gpus.split(",") if a.gpus else visible_gpus()
+    gpus = parse_gpus(a.gpus)
+    validate_output_folder(a.out_dir)
     out_dir = Path(a.out_dir) / recipe
-    jobs = [(m, job_command(recipe, m, a.seeds, a.max_iter, out_dir, extra)) for m in methods]
+    commands = {m: job_command(recipe, m, a.seeds, a.max_iter, out_dir, extra, a.resume) for m in methods}
+    for method in [m for m, cmd in commands.items() if cmd is None]:
+        print(f"{method}: already at --max_iter {a.max_iter}; nothing to do")
+    jobs = [(m, cmd) for m, cmd in commands.items() if cmd is not None]
     if a.dry_run:
         print(f"# recipe {recipe}: {RECIPE_SUMMARIES[recipe]}")
         for i, (method, cmd) in enumerate(jobs):
@@ -134,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     codes = run_jobs(jobs, gpus, log_dir)
+    stopped = sorted(m for m, c in codes.items() if c in (130, 143))
+    if stopped:
+        print(f"stopped by a signal: {', '.join(stopped)}; continue with the same command and --resume",
+              file=sys.stderr)
+        return max(codes[m] for m in stopped)
     failed = sorted(m for m, c in codes.items() if c != 0)
     if failed:
         print(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} (see {log_dir})", file=sys.stderr)

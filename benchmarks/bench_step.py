@@ -1,6 +1,7 @@
-"""Milliseconds per training iteration at the paper's sizes (width 400, depth 4, batch 1024, true score):
-eager vs the fast path (one CUDA graph per iteration; also with --compile, and --compile --tf32), 1 seed vs K
-vectorised seeds.
+"""Milliseconds per training iteration at the paper's sizes (width 400, depth 4, batch 1024, true score) in the
+three --mode settings (eager; exact: one CUDA graph of the eager kernels, float32; fast: one CUDA graph of
+torch.compile'd kernels with TF32 hidden products), 1 seed vs K vectorised seeds. Iterations only: for wall time
+with the paper's evaluation schedule see bench_wall.py.
 
     python benchmarks/bench_step.py                                  # every method, cuda if available
     python benchmarks/bench_step.py --device cpu --seeds 1 --iters 20 --methods vardiu_gaussian
@@ -29,7 +30,7 @@ import train_upper_flow  # noqa: E402
 from utils.cli import exit_on_usage_error, resolve_device  # noqa: E402
 from utils.fast import make_iteration_runner  # noqa: E402
 from utils.targets import make_target  # noqa: E402
-from utils.trainer import Trainer, build_trainer, synchronize  # noqa: E402
+from utils.trainer import Trainer, build_trainer, set_precision, synchronize  # noqa: E402
 
 METHODS = {
     "vardiu_gaussian": (train_upper_diffusion, ["--true_score"]),
@@ -69,12 +70,11 @@ def kernel_profile(iteration, device: torch.device) -> tuple[int, float, list]:
 
 def bench(method: str, num_seeds: int, mode: str, device: torch.device, iters: int, warmup: int,
           profile_kernels: bool) -> dict:
-    """One row. mode: eager; graph (one CUDA graph per iteration); fast (torch.compile + graph, the default path
-    of the training scripts on CUDA with --compile); fast_tf32 (fast with --tf32). The others are full float32."""
+    """One row, in one of the scripts' --mode settings (eager, exact, fast)."""
     torch._dynamo.reset()  # each row compiles afresh (no recompile limit across rows)
-    torch.set_float32_matmul_precision("high" if mode == "fast_tf32" else "highest")
+    set_precision(mode)
     trainer = make_trainer(method, num_seeds, device)
-    trainer.nets.compile = mode.startswith("fast")
+    trainer.nets.compile = mode == "fast"
     run = make_iteration_runner(trainer.iteration, device, mode != "eager")
     for _ in range(warmup):
         run()
@@ -98,9 +98,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
     p.add_argument("--seeds", default="1,10", help="comma-separated numbers of vectorised seeds")
-    p.add_argument("--modes", default="eager,graph,fast,fast_tf32",
-                   help="eager; graph: one CUDA graph per iteration (the scripts' default on CUDA); fast: --compile + "
-                        "graph; fast_tf32: fast with --tf32 (all but eager need CUDA)")
+    p.add_argument("--modes", default="eager,exact,fast", help="the scripts' --mode settings to time (all but eager "
+                   "need CUDA)")
     p.add_argument("--iters", type=int, default=200, help="timed iterations per row (eager rows: a quarter)")
     p.add_argument("--warmup", type=int, default=20, help="untimed iterations first (includes the graph capture)")
     p.add_argument("--profile", action="store_true", help="count kernels and their GPU time (eager CUDA rows)")

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from losses.noise import EDMWeight, NoiseSampler
+from losses.noise import NoiseSampler, edm_weight
 
 
 def edm_denoiser_loss(denoiser: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     """EDM-weighted denoising loss of clean samples x0 [B, d] at noise levels sigma [B]."""
     x_t = x0 + sigma[:, None] * torch.randn_like(x0)
     err = (denoiser(x_t, sigma) - x0).pow(2).sum(-1)
-    return (EDMWeight(sigma_data)(sigma) * err).mean()
+    return (edm_weight(sigma, sigma_data) * err).mean()
 
 
 @dataclass

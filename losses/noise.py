@@ -107,11 +107,6 @@ def make_weight(name: str, sigma_max: float) -> WeightFn:
     return SigmaPowerWeight(WEIGHT_POWERS[name], sigma_max)
 
 
-@dataclass(frozen=True)
-class EDMWeight:
-    """EDM's denoising weight lambda(sigma) = (sigma^2 + s_d^2) / (sigma s_d)^2, s_d = sigma_data."""
-
-    sigma_data: float
-
-    def __call__(self, sigma: torch.Tensor) -> torch.Tensor:
-        return (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
+def edm_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """EDM's denoising weight lambda(sigma) = (sigma^2 + s_d^2) / (sigma s_d)^2, s_d = sigma_data. [B] -> [B]."""
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2

@@ -13,8 +13,18 @@ import torch.nn.functional as F
 LOG_2PI = math.log(2 * math.pi)
 
 
+def exact_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """``layer(x)`` as float32 products and sums, never a matrix product: a TF32 matrix product (--mode fast) rounds
+    its inputs to a 10-bit mantissa, which for coordinates of size 40 is an error of about 0.02, a fifth of the noise
+    at sigma = 0.1. Meant for thin layers (few inputs or outputs), where it costs little. [..., in] -> [..., out]."""
+    return (x.unsqueeze(-2) * layer.weight).sum(-1) + layer.bias
+
+
 class MLP(nn.Sequential):
-    """in_dim -> [Linear(width) -> SiLU] x depth -> Linear(out_dim)."""
+    """in_dim -> [Linear(width) -> SiLU] x depth -> Linear(out_dim).
+
+    The first and the last layer, which take coordinates in (z, x_t, sigma) and give coordinates out (x0, a mean),
+    are computed with ``exact_linear``; only the width x width hidden products may use TF32 (--mode fast)."""
 
     def __init__(self, in_dim: int, out_dim: int, width: int = 400, depth: int = 4):
         layers: list[nn.Module] = []
@@ -24,6 +34,15 @@ class MLP(nn.Sequential):
             d = width
         layers.append(nn.Linear(d, out_dim))
         super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = list(self)
+        x = exact_linear(x, layers[0])
+        if len(layers) == 1:
+            return x
+        for layer in layers[1:-1]:
+            x = layer(x)
+        return exact_linear(x, layers[-1])
 
 
 class Generator(nn.Module):

@@ -87,12 +87,27 @@ BAD_INPUTS = [
     (["--load", "/nonexistent/run"], "no checkpoint at"),
     (["--load", "CORRUPT"], "not a readable checkpoint"),
     (["--max_iter", "ten"], "invalid int value"),
+    (["--out_dir", "AFILE"], "is a file, not a folder"),
+    (["--out_dir", "AFILE/sub"], "is a file, not a folder"),
+    (["--name", "a/b"], "must be a single folder name"),
+    (["--name", "../escape"], "must be a single folder name"),
+    (["--name", ".."], "must be a single folder name"),
+    (["--seed", "-1"], "--seed must be 0 or a positive integer"),
+    (["--seeds", ""], "expected a range like 0-9"),
+    (["--grad_clip", "nan"], "--grad_clip must be a finite number"),
+    (["--power_step", "nan"], "--power_step must be a finite number"),
+    (["--checkpoint_minutes", "nan"], "--checkpoint_minutes must be a finite number"),
+    (["--time_limit", "nan"], "--time_limit must be a finite number"),
+    (["--time_limit", "inf"], "--time_limit must be a finite number"),
+    (["--lr", "inf"], "--lr must be a finite number"),
 ]
 
 
 @pytest.mark.parametrize("args,message", BAD_INPUTS)
 def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
-    args = [corrupt_file(tmp_path) if a == "CORRUPT" else a for a in args]
+    afile = tmp_path / "afile"
+    afile.write_text("a file, not a folder")
+    args = [corrupt_file(tmp_path) if a == "CORRUPT" else a.replace("AFILE", str(afile)) for a in args]
     res = run_script(SCRIPT, "--true_score", "--out_dir", str(tmp_path / "runs"), *args)
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
@@ -148,3 +163,59 @@ def test_tensorboard_writes_event_files(tmp_path, tiny):
     assert res.returncode == 0, res.stderr
     events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 100
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(tmp_path, tiny, monkeypatch, capsys):
+    """The second checkpoint write fails half-way (no space left): one line, exit 2, no stale last.pt.tmp, and the
+    first checkpoint still loads."""
+    import errno
+
+    import train_upper_diffusion
+    import utils.run_io as run_io
+    real_save, calls = torch.save, {"n": 0}
+
+    def full_disk(obj, path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            Path(path).write_bytes(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, path)
+
+    monkeypatch.setattr(run_io.torch, "save", full_disk)
+    with pytest.raises(SystemExit) as exc:
+        train_upper_diffusion.main(["--true_score", *tiny, "--max_iter", "20", "--show_iter", "10",
+                                    "--checkpoint_minutes", "0", "--out_dir", str(tmp_path), "--name", "d"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "No space left on device" in err[-1] and "the previous last.pt is kept" in err[-1]
+    assert not (tmp_path / "d" / "checkpoints" / "last.pt.tmp").exists()
+    monkeypatch.setattr(run_io.torch, "save", real_save)
+    assert torch.load(tmp_path / "d" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 0
+
+
+def test_resuming_an_iteration_0_checkpoint_logs_iteration_0_once(tmp_path, tiny):
+    """A run killed after its first checkpoint (iteration 0) resumes without a second iteration-0 row."""
+    import train_upper_diffusion
+    from utils.trainer import Update, parse_flags, run_training
+
+    def crashing_build(flags, device, target):
+        method = train_upper_diffusion.build(flags, device, target)
+
+        def crash(nets, power):
+            raise RuntimeError("killed")
+        method.updates[0] = Update(crash, method.updates[0].networks)
+        return method
+
+    argv = ["--true_score", *tiny, "--max_iter", "20", "--show_iter", "10", "--out_dir", str(tmp_path), "--name", "z"]
+    with pytest.raises(RuntimeError):
+        run_training(crashing_build, parse_flags(train_upper_diffusion.build_parser(), argv, SCRIPT), SCRIPT, "x")
+    res = run_script(SCRIPT, "--load", str(tmp_path / "z"), "--max_iter", "20", "--no_progress")
+    assert res.returncode == 0, res.stderr
+    assert [r["iteration"] for r in read_metrics(tmp_path / "z")] == ["0", "10", "20"]
+
+
+def test_progress_bar_shows_no_loss_before_the_first_evaluation():
+    from utils.trainer import progress_summary
+    assert progress_summary([{"logpd": -7.0, "log_mmd": -6.5, "modes": 40}]) == "logpd=-7.000, logMMD=-6.50, modes=40"
+    assert "loss=0.5" in progress_summary([{"logpd": -7.0, "log_mmd": -6.5, "modes": 40, "loss": 0.5}])
+    assert "loss" not in progress_summary([{"logpd": -7.0, "log_mmd": -6.5, "modes": 40, "loss": float("nan")}])

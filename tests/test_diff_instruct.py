@@ -101,7 +101,7 @@ def generator_inputs_at_each_call_site(reference: bool) -> dict[str, torch.Tenso
     method = train_diff_instruct.build(flags, torch.device("cpu"), make_target("mog40"))
     nets, (student_update, generator_update) = method.networks, method.updates
     seen: list[torch.Tensor] = []
-    nets["generator"].net[0].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
+    nets["generator"].net.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
     power = torch.tensor(2.0)
     sites = {"student data": lambda: student_update.loss_fn(nets, power),
              "generator update": lambda: generator_update.loss_fn(nets, power),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import plot_results
-from conftest import run_script
+from conftest import read_metrics, run_script
 from utils.experiments import RECIPES, method_key
 from utils.run_io import METRIC_COLUMNS
 
@@ -185,3 +185,61 @@ def test_tiny_grid_end_to_end_on_cpu(tmp_path):
     assert all(int(r["seeds"]) == 2 and int(r["last_iteration"]) == 10 for r in rows)
     config = json.loads((tmp_path / "grid" / "paper" / "di_ss1_true_seed1" / "config.json").read_text())
     assert config["recipe"] == "paper" and config["reference_generator_input"] and config["seed"] == 1
+
+
+def test_half_written_rows_and_runs_without_evaluations_are_skipped_with_a_warning(tmp_path, capsys):
+    for seed in range(2):
+        fake_our_run(tmp_path / "runs", "m", seed, [-9.0, -8.0, -7.0], [-4.0, -5.0, -6.0])
+    cut = tmp_path / "runs" / "m_seed1" / "metrics.csv"
+    cut.write_text(cut.read_text() + "3000,6.0,4.5,-6.5,0.001,-6.9")  # a row cut mid-field, no line end
+    empty = fake_our_run(tmp_path / "runs", "m", 2, [], [])  # header only: no evaluation yet
+    assert empty.exists()
+    out = tmp_path / "figs"
+    plot_results.main([str(tmp_path / "runs"), "--out", str(out), "--last", "2"])
+    err = capsys.readouterr().err
+    assert "m_seed1/metrics.csv: the last row is incomplete" in err and "m_seed2: no evaluations yet; skipped" in err
+    with open(out / "summary.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert int(row["seeds"]) == 2 and int(row["last_iteration"]) == 2000
+    assert float(row["logpd_mean"]) == pytest.approx(-7.5)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--out", "AFILE"], "is a file, not a folder"),
+    (["--out", "AFILE/figs"], "is a file, not a folder"),
+])
+def test_plot_results_output_path_errors_are_one_line(tmp_path, argv, message):
+    fake_our_run(tmp_path / "runs", "m", 0, [-9.0], [-4.0])
+    (tmp_path / "afile").write_text("x")
+    res = run_script("plot_results.py", str(tmp_path / "runs"), *[a.replace("AFILE", str(tmp_path / "afile"))
+                                                                   for a in argv])
+    assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--methods", ","], "names no method"),
+    (["--gpus", "x"], "expected comma-separated GPU indices"),
+    (["--seeds", ""], "expected a range like 0-9"),
+])
+def test_run_grid_bad_input_is_one_line(argv, message):
+    res = run_script("run_grid.py", "--dry_run", *argv)
+    assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_run_grid_resume_continues_the_runs_it_finds(tmp_path):
+    tiny = ["--width", "16", "--depth", "1", "--batch_size", "32", "--eval_samples", "100", "--show_iter", "5",
+            "--device", "cpu"]
+    grid = ["run_grid.py", "--recipe", "published", "--methods", "vardiu_gaussian_true", "--seeds", "0-1",
+            "--out_dir", str(tmp_path), "--gpus", ""]
+    assert run_script(*grid, "--max_iter", "5", "--", *tiny).returncode == 0
+    res = run_script(*grid, "--max_iter", "10", "--resume", "--dry_run")
+    assert "--load" in res.stdout and "--max_iter 10" in res.stdout and "--seeds" not in res.stdout
+    res = run_script(*grid, "--max_iter", "10", "--resume")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for seed in (0, 1):
+        assert [r["iteration"] for r in read_metrics(tmp_path / "published" / f"vardiu_gaussian_true_seed{seed}")] \
+            == ["0", "5", "10"]
+    log = (tmp_path / "published" / "logs" / "vardiu_gaussian_true.log").read_text()
+    assert log.count("train_upper_diffusion.py") >= 2  # the log is appended to, not overwritten
+    res = run_script(*grid, "--max_iter", "10", "--resume")
+    assert res.returncode == 0 and "already at --max_iter 10" in res.stdout

@@ -174,3 +174,13 @@ def test_bad_teacher_input_gives_one_line_and_exit_code_2(tmp_path, args, messag
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv,message", [(["--out_dir", "AFILE"], "is a file, not a folder"),
+                                          (["--name", "a/b"], "must be a single folder name"),
+                                          (["--sigma_data", "nan"], "--sigma_data must be a finite number")])
+def test_teacher_script_bad_paths_and_values_are_one_line(tmp_path, argv, message):
+    (tmp_path / "afile").write_text("x")
+    res = run_script("train_teacher.py", "--out_dir", str(tmp_path / "runs"),
+                     *[a.replace("AFILE", str(tmp_path / "afile")) for a in argv])
+    assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

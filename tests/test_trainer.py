@@ -1,5 +1,8 @@
 """The shared training loop: non-finite and interrupted runs stop cleanly and keep their last good checkpoint;
 device resolution."""
+import os
+import signal
+
 import pytest
 import torch
 
@@ -70,18 +73,22 @@ def test_resolve_device_names_the_devices_that_exist(monkeypatch):
         resolve_device("gpu0")
 
 
-def test_interrupt_exits_cleanly_and_keeps_the_checkpoint(tmp_path, tiny, capsys):
+def test_sigint_saves_the_current_iteration_and_exits_130(tmp_path, tiny, capsys):
+    """Ctrl-C (SIGINT) in iteration 15: the loop finishes that iteration, saves last.pt at iteration 15 with the
+    interval's running sums, prints one line with the --load command and exits with 130."""
     def interrupt(nets, n):
         if n == 15:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
 
-    argv = ["--true_score", *tiny, "--max_iter", "50", "--show_iter", "10", "--out_dir", str(tmp_path), "--name", "i",
-            "--checkpoint_minutes", "0"]
+    argv = ["--true_score", *tiny, "--max_iter", "50", "--show_iter", "10", "--out_dir", str(tmp_path), "--name", "i"]
     with pytest.raises(SystemExit) as exc:
         train(hooked_build(interrupt), argv)
     assert exc.value.code == 130
-    assert "interrupted; the last checkpoint (iteration 10)" in capsys.readouterr().err
-    assert torch.load(tmp_path / "i" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 10
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "SIGINT received: stopped at iteration 15" in err[-1] and f"--load {tmp_path / 'i'}" in err[-1]
+    ckpt = torch.load(tmp_path / "i" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["iteration"] == 15 and ckpt["interval"]["steps"] == 5 and set(ckpt["interval"]["sums"]) == {"loss", "bound"}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
 
 
 def test_checkpoints_are_rewritten_only_when_due(tmp_path, tiny, monkeypatch):

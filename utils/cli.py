@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -11,6 +13,9 @@ import torch
 from losses.noise import WEIGHT_POWERS
 from losses.vardiu import WEIGHT_REDUCTIONS
 from utils.targets import TARGETS
+
+
+RUN_MODES = ("fast", "exact", "eager")
 
 
 class UsageError(Exception):
@@ -98,15 +103,11 @@ def _add_common_flags(p: Parser, vectorised_seeds: bool = False) -> Parser:
                             "per seed, each seed initialised as a --seed run of it (replaces --seed)")
     g.add_argument("--device", default=None,
                    help="torch device, e.g. cpu, cuda, cuda:0 (default: cuda if available, else cpu)")
-    g.add_argument("--tf32", action="store_true",
-                   help="on CUDA, let float32 matrix products use TF32 tensor cores (10-bit mantissa; the paper-size "
-                        "step about 2x faster); default: full float32")
-    g.add_argument("--no_compile", action="store_true",
-                   help="on CUDA, launch every kernel eagerly instead of replaying each iteration as one CUDA graph "
-                        "(the fast path, same numbers); the CPU is always eager")
-    g.add_argument("--compile", action="store_true",
-                   help="on the CUDA fast path, also torch.compile the losses (fused kernels: NSF 2.3x faster); "
-                        "trains alike but does not reproduce the eager run's numbers")
+    g.add_argument("--mode", default="fast", choices=RUN_MODES,
+                   help="on CUDA: fast = each iteration one CUDA graph of torch.compile'd kernels, the width x width "
+                        "hidden products in TF32 (coordinates, first and last layers, scores and metrics stay float32); "
+                        "exact = one CUDA graph of the eager kernels, all float32 (the same numbers as eager); eager = "
+                        "kernels launched one by one. The CPU always runs eager, float32")
 
     g = p.add_argument_group("evaluation, outputs and logging")
     g.add_argument("--show_iter", type=int, default=1000, help="iterations between evaluations")
@@ -160,8 +161,32 @@ def require_positive(args: argparse.Namespace, names: list[str], integer: bool =
             raise UsageError(f"--{name} must be a positive finite number, got {value}")
 
 
+def validate_folder_name(name: str | None, flag: str = "--name") -> None:
+    """A run name must be one folder name: not empty, no path separators, not '.' or '..'."""
+    if name is None:
+        return
+    if not name or "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+        raise UsageError(f"{flag} {name!r} must be a single folder name (no '/', not '.' or '..'); "
+                         "use --out_dir to choose where run folders go")
+
+
+def validate_output_folder(path: str, flag: str = "--out_dir") -> None:
+    """An output folder may not exist yet, but nothing on its way may be a file."""
+    for part in [Path(path), *Path(path).parents]:
+        if part.exists() and not part.is_dir():
+            raise UsageError(f"{flag} {path}: {part} is a file, not a folder; pass a folder")
+
+
 def validate_training_args(args: argparse.Namespace) -> None:
-    """Raise UsageError with one clear sentence for impossible settings."""
+    """Raise UsageError with one clear sentence for impossible settings. Every float flag of every script is
+    checked here for NaN and infinity first."""
+    for name, value in sorted(vars(args).items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{name} must be a finite number, got {value}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be 0 or a positive integer, got {args.seed}")
+    validate_folder_name(args.name)
+    validate_output_folder(args.out_dir)
     require_positive(args, ["max_iter", "batch_size", "show_iter", "eval_samples", "power_interval", "width",
                             "depth", "kde_samples"], integer=True)
     for name in ["plot_every", "save_every"]:

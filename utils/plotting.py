@@ -94,11 +94,13 @@ class PlotWorker:
                                 target.name, str(path), title)
         self._pending = [(p, f) for p, f in self._pending if not f.done() or f.exception()] + [(path, job)]
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Wait for the outstanding plots (``wait``) or drop those not yet started; then stop the worker."""
         if self._pool is None:
             return
-        for path, job in self._pending:
-            if job.exception() is not None:
-                print(f"warning: could not draw {path}: {job.exception()}", file=sys.stderr)
-        self._pool.shutdown(wait=True)
+        if wait:
+            for path, job in self._pending:
+                if job.exception() is not None:
+                    print(f"warning: could not draw {path}: {job.exception()}", file=sys.stderr)
+        self._pool.shutdown(wait=True, cancel_futures=not wait)
         self._pool = None

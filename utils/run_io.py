@@ -35,14 +35,18 @@ REQUIRED_CHECKPOINT_KEYS = {"iteration", "config", "modules", "optimizers", "rng
 def unique_run_dir(out_dir: str | Path, name: str) -> Path:
     """Create and return out_dir/name, or out_dir/name_1, name_2, ... if taken: never reuse a folder."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for k in range(10_000):
-        path = out_dir / (name if k == 0 else f"{name}_{k}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for k in range(10_000):
+            path = out_dir / (name if k == 0 else f"{name}_{k}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as err:
+        raise UsageError(f"cannot create a run folder in {out_dir} ({err.strerror or err}); pass another --out_dir") \
+            from None
     raise UsageError(f"too many runs named {name!r} in {out_dir}; pass another --name")
 
 
@@ -93,10 +97,18 @@ class MetricsLog:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file, then rename: the previous checkpoint survives a crash mid-write."""
+    """torch.save to a temporary file, then rename: the previous checkpoint survives a crash mid-write. A failed
+    write (a full disk, say) removes the temporary file and is a UsageError naming the checkpoint that remains."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch's zip writer reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        kept = f"the previous {path.name} is kept" if path.exists() else "no earlier checkpoint exists"
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise UsageError(f"could not write the checkpoint {path} ({reason}); {kept}. Free some space and "
+                         "continue with --load") from None
 
 
 def checkpoint_path(spec: str | Path) -> Path:

@@ -57,7 +57,7 @@ class Networks:
         self.num_seeds = 1
         self.modules: dict[str, nn.Module] = modules
         self.compile = False  # the fast path sets this: each function given to call() runs through torch.compile
-        self._compiled: dict[int, Callable[..., Any]] = {}
+        self._compiled: dict[int | str, Callable[..., Any]] = {}
         self._stacked: dict[str, dict[str, torch.Tensor]] = {}  # name -> {param/buffer name: [K, ...]}
         self._root: _Apply | None = None
         self._eval_copies: dict[str, nn.Module] = {}
@@ -127,18 +127,20 @@ class Networks:
         return vmap(one_seed, in_dims=(0,) + (None,) * len(args), randomness="different")(flat, *args)
 
     def clip_grad_norm_(self, name: str, max_norm: float) -> None:
-        """Scale each seed's gradient of one network to norm <= max_norm (no host synchronisation)."""
+        """Scale each seed's gradient of one network to norm <= max_norm (no host synchronisation). With
+        ``compile`` set, the per-seed version runs as one compiled function (a few fused kernels)."""
         params = [p for p in self.parameters(name) if p.grad is not None]
         if not params:
             return
         if self.num_seeds == 1:
             torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
             return
-        grads = [p.grad for p in params]
-        sq = torch.stack([g.reshape(self.num_seeds, -1).pow(2).sum(1) for g in grads]).sum(0)  # [K]
-        coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            g.mul_(coef.reshape((-1,) + (1,) * (g.dim() - 1)))
+        clip = per_seed_clip_
+        if self.compile:
+            if "clip" not in self._compiled:
+                self._compiled["clip"] = torch.compile(per_seed_clip_, dynamic=False)
+            clip = self._compiled["clip"]
+        clip([p.grad for p in params], max_norm)
 
     def state_dict(self, name: str, seed_index: int = 0) -> dict[str, torch.Tensor]:
         """One seed's state dict of a network, in the single-seed module's format."""
@@ -157,6 +159,15 @@ class Networks:
         with torch.no_grad():
             for key, value in template.state_dict().items():
                 self._stacked[name][key][seed_index].copy_(value)
+
+
+def per_seed_clip_(grads: list[torch.Tensor], max_norm: float) -> None:
+    """Clip stacked gradients [K, ...] in place so that each seed's norm over all of them is at most max_norm."""
+    k = grads[0].shape[0]
+    sq = torch.stack([g.reshape(k, -1).pow(2).sum(1) for g in grads]).sum(0)  # [K]
+    coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.reshape((-1,) + (1,) * (g.dim() - 1)))
 
 
 def optimizer_state_for_seed(opt: torch.optim.Optimizer, num_seeds: int, seed_index: int) -> dict:

@@ -85,7 +85,8 @@ class GaussianMixture:
         """Diffused score grad_x log p(x | sigma), analytic. x [N, d], sigma [N] or scalar -> [N, d]."""
         v = self._variance(sigma)
         resp = F.softmax(-self._sq_dist(x) / (2 * v), dim=-1)  # [N, K]
-        return (resp @ self.means.to(x.dtype) - x) / v
+        mean = (resp.unsqueeze(-1) * self.means.to(x.dtype)).sum(-2)  # float32 products, not a (TF32) matmul
+        return (mean - x) / v
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n samples [n, d] from the clean mixture, drawn on the generator's device (so a CPU generator gives the

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ SampleFn = Callable[[nn.Module, int, torch.Generator], torch.Tensor]
 
 # Flags that may differ when a run is resumed with --load; every other flag comes from the checkpoint.
 RESUME_OVERRIDABLE = {"max_iter", "device", "show_iter", "plot_every", "save_every", "eval_samples", "load",
-                      "time_limit", "tensorboard", "wandb", "wandb_project", "no_progress", "no_compile", "compile",
+                      "time_limit", "tensorboard", "wandb", "wandb_project", "no_progress", "mode",
                       "checkpoint_minutes"}
 PER_SEED_CONFIG = {"seed", "run_dir", "name", "load", "vectorised_seeds"}
 REFERENCE_SET_SEED = 12345  # seed of the fixed target sample set that MMD is measured against
@@ -214,7 +215,7 @@ def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None, script:
         values = resume_flags(values, typed_flags(parser, argv), checkpoints[0][1]["config"], script)
         seeds = resumed_seeds(checkpoints)
     else:
-        seeds = parse_seeds(values.seeds) if getattr(values, "seeds", None) else [values.seed]
+        seeds = parse_seeds(values.seeds) if getattr(values, "seeds", None) is not None else [values.seed]
     validate_training_args(values)
     if len(seeds) > 1 and not getattr(values, "true_score", True) and values.teacher == "kde":
         raise UsageError("--seeds with --teacher kde: the KDE teacher's sample set depends on the seed, so its "
@@ -283,10 +284,11 @@ def build_trainer(build: Callable[[argparse.Namespace, torch.device, GaussianMix
 
 @dataclass
 class Clock:
-    """Where a run stands: the next iteration, wall time and training time so far (carried over a resume), and
-    when and at which iteration the last checkpoint was written."""
+    """Where a run stands: the next iteration, the iterations since the last evaluation, wall time and training
+    time so far (carried over a resume), and when and at which iteration the last checkpoint was written."""
 
     iteration: int = 0
+    steps: int = 0
     wall_offset: float = 0.0
     train_time: float = 0.0
     started: float = field(default_factory=time.perf_counter)
@@ -310,8 +312,22 @@ def restore(trainer: Trainer, checkpoints: list[tuple[Path, dict]], max_iter: in
     if first["iteration"] >= max_iter:
         raise UsageError(f"--load: the run is already at iteration {first['iteration']}; pass --max_iter above "
                          f"{first['iteration']} to continue it")
-    return Clock(iteration=first["iteration"], wall_offset=first["wall_time"], train_time=first["train_time"],
-                 checkpoint_iteration=first["iteration"])
+    interval = first.get("interval")  # a checkpoint written between evaluations (on a signal)
+    if interval:
+        trainer.sums = {key: torch.stack([state["interval"]["sums"][key] for _, state in checkpoints]).to(
+            trainer.device).reshape(-1) for key in interval["sums"]}
+    return Clock(iteration=first["iteration"], steps=interval["steps"] if interval else 0,
+                 wall_offset=first["wall_time"], train_time=first["train_time"], checkpoint_iteration=first["iteration"])
+
+
+MODE_NAMES = {"fast": "fast: compiled CUDA graph, TF32 hidden products", "exact": "exact: CUDA graph, float32",
+              "eager": "eager, float32"}
+
+
+def set_precision(mode: str) -> None:
+    """TF32 matrix products in the fast mode only. Every product of coordinates is computed without a matrix
+    product (models.networks.exact_linear, the mixture score), so TF32 reaches only the hidden layers."""
+    torch.set_float32_matmul_precision("high" if mode == "fast" else "highest")
 
 
 def rng_state(device: torch.device) -> dict:
@@ -333,12 +349,17 @@ def synchronize(device: torch.device) -> None:
 
 
 def save_run_checkpoints(trainer: Trainer, runs: list[SeedRun], clock: Clock, iteration: int,
-                         save_every: int) -> None:
-    """checkpoints/last.pt of every seed (and iter_XXXXXXX.pt at multiples of ``save_every``)."""
+                         save_every: int, between_evaluations: bool = False) -> None:
+    """checkpoints/last.pt of every seed (and iter_XXXXXXX.pt at multiples of ``save_every``). Written
+    ``between_evaluations`` (on a signal), it also holds the running sums of the logged scalars and the number of
+    iterations since the last evaluation, so that a resumed run logs what the uninterrupted one would."""
     for run in runs:
         state = {"iteration": iteration, "config": run.config, "history": run.log.history,
                  "rng": rng_state(trainer.device), **trainer.seed_state(run.index),
                  "wall_time": clock.wall_time(), "train_time": clock.train_time}
+        if between_evaluations:
+            state["interval"] = {"steps": clock.steps,
+                                 "sums": {k: v[run.index].detach().cpu().clone() for k, v in trainer.sums.items()}}
         save_checkpoint(run.run_dir / "checkpoints" / "last.pt", state)
         if save_every and iteration % save_every == 0 and iteration > 0:
             save_checkpoint(run.run_dir / "checkpoints" / f"iter_{iteration:07d}.pt", state)
@@ -358,20 +379,19 @@ def run_training(build: Callable[[argparse.Namespace, torch.device, GaussianMixt
 
     # Build the networks, optimisers and run folders; restore a resumed run.
     device = resolve_device(f.device)
-    torch.set_float32_matmul_precision("high" if f.tf32 else "highest")  # "high": TF32 matmuls on CUDA
+    mode = f.mode if device.type == "cuda" else "eager"
+    set_precision(mode)
     target = make_target(f.target).to(device)
     trainer = build_trainer(build, f, flags.seeds, device, target)
-    fast = device.type == "cuda" and not f.no_compile
-    trainer.nets.compile = fast and f.compile
+    trainer.nets.compile = mode == "fast"
     clock = restore(trainer, flags.checkpoints, f.max_iter) if flags.checkpoints else Clock()
     runs = open_run_folders(flags, script, run_prefix, device)
     schedule = trainer.method.power_schedule
     evaluator = SampleEvaluator(target, f.eval_samples, seed=REFERENCE_SET_SEED)
     plotter = PlotWorker()
-    run_iteration = make_iteration_runner(trainer.iteration, device, fast)
-    mode = ("compiled, " if f.compile else "") + "CUDA graph" if fast else "eager"
+    run_iteration = make_iteration_runner(trainer.iteration, device, mode != "eager")
     where = runs[0].run_dir if len(runs) == 1 else f"{len(runs)} folders, {runs[0].run_dir} ..."
-    print(f"run folder: {where}  (device {device}, {mode}"
+    print(f"run folder: {where}  (device {device}, {MODE_NAMES[mode]}"
           f"{f', {len(runs)} vectorised seeds' if len(runs) > 1 else ''})", file=sys.stderr)
     bar = tqdm(total=f.max_iter, initial=clock.iteration, disable=f.no_progress, dynamic_ncols=True,
                mininterval=1.0, desc=runs[0].run_dir.name, file=sys.stderr)
@@ -405,17 +425,27 @@ def run_training(build: Callable[[argparse.Namespace, torch.device, GaussianMixt
         bar.update(it - bar.n)
         bar.set_postfix_str(progress_summary(rows), refresh=False)
 
+    stop = StopSignals()
     try:
-        if clock.iteration == 0:
+        if not flags.checkpoints:
             evaluate_and_log(0, 0, final=False)
-        t_train, steps, power = time.perf_counter(), 0, None
+        t_train, power = time.perf_counter(), None
         for it in range(clock.iteration, f.max_iter):
+            if stop.signal:  # SIGINT / SIGTERM: save this iteration's state, then exit
+                synchronize(device)
+                clock.train_time += time.perf_counter() - t_train
+                save_run_checkpoints(trainer, runs, clock, it, 0, between_evaluations=True)
+                bar.close()
+                print(f"{stop.name} received: stopped at iteration {it} and saved {runs[0].run_dir / 'checkpoints'}"
+                      f"/last.pt{' (every seed)' if len(runs) > 1 else ''}; continue with --load "
+                      f"{' '.join(str(r.run_dir) for r in runs)}", file=sys.stderr)
+                raise SystemExit(128 + stop.signal)
             # One training iteration (the sigma-sampler power is read in place by the captured graph).
             if schedule(it) != power:
                 power = schedule(it)
                 trainer.power.fill_(power)
             run_iteration()
-            steps += 1
+            clock.steps += 1
             done = it + 1
             if done % 100 == 0:
                 bar.update(done - bar.n)
@@ -425,21 +455,17 @@ def run_training(build: Callable[[argparse.Namespace, torch.device, GaussianMixt
             synchronize(device)
             clock.train_time += time.perf_counter() - t_train
             out_of_time = 0 < f.time_limit * 60 < clock.wall_time() - clock.wall_offset
-            evaluate_and_log(done, steps, final=done == f.max_iter or out_of_time)
-            steps = 0
+            evaluate_and_log(done, clock.steps, final=done == f.max_iter or out_of_time)
+            clock.steps = 0
             if out_of_time:
                 print(f"time limit of {f.time_limit} min reached at iteration {done}; continue with "
                       f"--load {' '.join(str(r.run_dir) for r in runs)}", file=sys.stderr)
                 break
             t_train = time.perf_counter()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; the last checkpoint (iteration {clock.checkpoint_iteration}) is in "
-              f"{runs[0].run_dir / 'checkpoints'}; continue with --load "
-              f"{' '.join(str(r.run_dir) for r in runs)}", file=sys.stderr)
-        raise SystemExit(130)
     finally:
+        stop.restore()
         bar.close()
-        plotter.close()
+        plotter.close(wait=not stop.signal)
         for run in runs:
             run.loggers.close()
 
@@ -451,6 +477,39 @@ def run_training(build: Callable[[argparse.Namespace, torch.device, GaussianMixt
         print(f"done: iteration {last['iteration']}  logpd {last['logpd']:.3f}  log MMD {last['log_mmd']:.2f}  "
               f"modes {last['modes']}/{target.num_modes}  -> {run.run_dir}", file=sys.stderr)
     return [run.run_dir for run in runs]
+
+
+class StopSignals:
+    """While a run trains, SIGINT (Ctrl-C) and SIGTERM (what schedulers send before killing a job) ask the loop to
+    stop after the current iteration: ``signal`` holds the first one's number (0: none). A second signal exits at
+    once. Outside the main thread (where Python cannot install handlers) signals keep their usual effect."""
+
+    NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+    def __init__(self):
+        self.signal = 0
+        self._previous = {}
+        try:
+            for signum in self.NAMES:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = {}
+
+    @property
+    def name(self) -> str:
+        return self.NAMES.get(self.signal, str(self.signal))
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal:
+            print(f"\n{self.NAMES[signum]} received again: exiting at once (the last checkpoint stays)",
+                  file=sys.stderr)
+            raise SystemExit(128 + signum)
+        self.signal = signum
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
 
 def evaluate(trainer: Trainer, run: SeedRun, it: int, evaluator: SampleEvaluator,
