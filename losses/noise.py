@@ -3,7 +3,8 @@
 Noise-level sampler (the reference repo's):  sigma = sigma_min + u^p (sigma_max - sigma_min),  u ~ U(0, 1).
 The power p follows a schedule over iterations (``PowerSchedule``: start 0.1, +0.01 every 1000 iterations, capped
 or not; ``ConstantPower`` for a fixed one). With p < 1 most mass sits near sigma_max; as p grows, training moves
-to small sigma. p = 1 is uniform on [sigma_min, sigma_max].
+to small sigma. p = 1 is uniform on [sigma_min, sigma_max]. ``spacing="log"`` draws log sigma uniformly instead
+(equal mass per octave of noise; the power is then ignored), for denoisers that must be accurate at small sigma.
 
 Weights are callables sigma [B] -> w [B] (``make_weight``), so that any weighting, not only powers of sigma, fits
 the losses. Nothing here synchronises with the host.
@@ -50,6 +51,16 @@ def sample_sigma(n: int, sigma_min: float, sigma_max: float, power: torch.Tensor
     return sigma_min + u.pow(power) * (sigma_max - sigma_min)
 
 
+def sample_log_uniform_sigma(n: int, sigma_min: float, sigma_max: float, device: torch.device | str = "cpu",
+                             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """sigma = sigma_min (sigma_max / sigma_min)^u, u ~ U(0, 1): log sigma uniform, equal mass per octave. [n]."""
+    u = torch.rand(n, device=device, dtype=dtype)
+    return sigma_min * (sigma_max / sigma_min) ** u
+
+
+SIGMA_SPACINGS = ("power", "log")
+
+
 @dataclass
 class NoiseBatch:
     """One batch of the student's joint: latents z [B, d], unit noise eps [B, d], noise levels sigma [B]."""
@@ -76,18 +87,26 @@ def draw_noise(batch_size: int, dim: int, sigma_min: float, sigma_max: float, po
 @dataclass(frozen=True)
 class NoiseSampler:
     """The batch size and noise range of a training loss: ``draw(dim, power)`` gives a NoiseBatch,
-    ``sigmas(power)`` noise levels alone [batch_size]."""
+    ``sigmas(power)`` noise levels alone [batch_size]. ``spacing``: "power" (``sample_sigma`` at the power) or
+    "log" (``sample_log_uniform_sigma``; only for ``sigmas``, the power is ignored)."""
 
     batch_size: int
     sigma_min: float
     sigma_max: float
     antithetic: bool = True
     device: torch.device | str = "cpu"
+    spacing: str = "power"
+
+    def __post_init__(self):
+        if self.spacing not in SIGMA_SPACINGS:
+            raise ValueError(f"unknown sigma spacing {self.spacing!r}; expected one of {SIGMA_SPACINGS}")
 
     def draw(self, dim: int, power: torch.Tensor | float) -> NoiseBatch:
         return draw_noise(self.batch_size, dim, self.sigma_min, self.sigma_max, power, self.antithetic, self.device)
 
     def sigmas(self, power: torch.Tensor | float) -> torch.Tensor:
+        if self.spacing == "log":
+            return sample_log_uniform_sigma(self.batch_size, self.sigma_min, self.sigma_max, self.device)
         return sample_sigma(self.batch_size, self.sigma_min, self.sigma_max, power, self.device)
 
 

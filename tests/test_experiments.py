@@ -1,8 +1,12 @@
-"""experiments/gradient_bias.py runs end to end on the project's real losses and trainer (a few iterations)."""
+"""experiments/gradient_bias.py runs end to end on the project's real losses and trainer (a few iterations);
+experiments/teacher_collapse.py measures what it says on teachers whose errors are known."""
 import json
 import math
 
-from experiments import gradient_bias
+import torch
+
+from experiments import gradient_bias, teacher_collapse
+from utils.targets import mog40
 
 
 def test_gradient_bias_experiment_runs(tmp_path):
@@ -15,3 +19,34 @@ def test_gradient_bias_experiment_runs(tmp_path):
         assert all(math.isfinite(b) and b >= 0 and math.isfinite(s) and s > 0 for _, b, s in curve)
     assert out.stat().st_size > 1000
     assert json.loads(out.with_suffix(".json").read_text())["results"].keys() == results.keys()
+
+
+def test_teacher_error_measures_are_zero_for_the_exact_score_and_see_a_known_error():
+    target, g = mog40(), torch.Generator().manual_seed(0)
+    x0 = target.sample(2000, generator=g)
+    exact = teacher_collapse.error_stats(target.score, target, x0, 0.5)
+    assert exact["rel_rms_error"] == 0 and exact["wrong_way"] == 0
+    assert teacher_collapse.bias_force(target.score, target, x0, 0.5, 2, g)["rms_bias_force"] == 0
+    shift = torch.tensor([0.3, -0.4])  # a constant error of length 0.5
+    shifted = lambda x, s: target.score(x, s) + shift  # noqa: E731
+    assert math.isclose(teacher_collapse.error_stats(shifted, target, x0, 0.5)["rms_error"], 0.5, rel_tol=1e-4)
+    force = teacher_collapse.bias_force(shifted, target, x0, 0.5, 2, g)
+    assert math.isclose(force["rms_bias_force"], 0.5, rel_tol=1e-4)
+    assert math.isclose(force["rms_bias_force_bridge"], 0.5, rel_tol=1e-4)
+    flipped = teacher_collapse.error_stats(lambda x, s: -target.score(x, s), target, x0, 0.5)
+    assert flipped["wrong_way"] > 0.99 and math.isclose(flipped["rel_rms_error"], 2.0, rel_tol=1e-5)
+    gap = teacher_collapse.gap_points(target, 0.5, 500, g)
+    _, dist = target.nearest_mode(gap)
+    assert len(gap) > 100 and bool((dist * target.std > 4 * math.sqrt(target.std**2 + 0.25)).all())
+
+
+def test_lost_mode_signal_and_noise_floor():
+    target, g = mog40(), torch.Generator().manual_seed(1)
+    # A lost mode leaves a force behind; it is largest on the samples next to the lost mode, so its RMS is > 0.
+    assert teacher_collapse.lost_mode_signal(target, 1.0, 2000, 2, 2, g) > 0.01
+    rows = [{"sigma": s, "rms_bias_force": b} for s, b in [(0.1, 0.01), (0.5, 0.3), (1.0, 0.05), (2.0, 0.01)]]
+    signal = {0.1: 0.05, 0.5: 0.05, 1.0: 0.04, 2.0: 0.04}
+    # Below the signal at 0.1 does not count: from 0.5 up the bias is not below it everywhere.
+    assert teacher_collapse.safe_noise_floor(rows, signal) == 2.0
+    assert teacher_collapse.safe_noise_floor(rows, {s: 1.0 for s in signal}) == 0.1
+    assert teacher_collapse.safe_noise_floor(rows, {s: 0.0 for s in signal}) is None

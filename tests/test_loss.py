@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from losses.noise import NoiseBatch, PowerSchedule, draw_noise, make_weight, sample_sigma
+from losses.noise import NoiseBatch, NoiseSampler, PowerSchedule, draw_noise, make_weight, sample_sigma
 from losses.vardiu import vardiu_bound_terms, vardiu_loss
 from experiments.linear_gaussian import LinearGaussianPosterior, gaussian_kl, gaussian_log_prob
 from models import GaussianPosterior
@@ -39,6 +39,21 @@ def test_sigma_sampler_has_the_stated_distribution(power):
     for q in [1.0, 5.0, 10.0, 15.0]:
         expected = ((q - lo) / (hi - lo)) ** (1 / power)
         assert float((s <= q).double().mean()) == pytest.approx(expected, abs=4 * math.sqrt(0.25 / n))
+
+
+def test_log_spaced_sigmas_are_log_uniform_and_ignore_the_power():
+    """spacing="log": P(sigma <= s) = log(s / lo) / log(hi / lo), whatever power is passed."""
+    torch.manual_seed(2)
+    lo, hi, n = 0.1, 40.0, 200_000
+    sampler = NoiseSampler(n, lo, hi, antithetic=False, spacing="log")
+    for power in (0.1, 5.0):
+        s = sampler.sigmas(torch.tensor(power))
+        assert s.shape == (n,) and float(s.min()) >= lo and float(s.max()) <= hi * (1 + 1e-6)
+        for q in [0.2, 1.0, 4.0, 20.0]:
+            expected = math.log(q / lo) / math.log(hi / lo)
+            assert float((s <= q).double().mean()) == pytest.approx(expected, abs=4 * math.sqrt(0.25 / n))
+    with pytest.raises(ValueError, match="unknown sigma spacing"):
+        NoiseSampler(8, lo, hi, spacing="cosine")
 
 
 def test_sigma_weights():

@@ -133,6 +133,21 @@ def test_tiny_teacher_training_writes_a_loadable_teacher(tmp_path, tiny):
     assert torch.load(run_dir / "teacher.pt", weights_only=True)["info"]["iteration"] == 30
 
 
+@pytest.mark.parametrize("sampling,spacing", [(None, "power"), ("uniform", "power"), ("log_uniform", "log")])
+def test_teacher_sigma_sampling_flag_reaches_the_denoising_loss(tiny, sampling, spacing):
+    import train_teacher
+    from utils.trainer import parse_flags
+
+    argv = [*tiny, "--max_iter", "10"] + ([] if sampling is None else ["--sigma_sampling", sampling])
+    flags = parse_flags(train_teacher.build_parser(), argv, train_teacher.SCRIPT).values
+    method = train_teacher.build(flags, torch.device("cpu"), mog40())
+    noise = method.updates[0].loss_fn.noise
+    assert noise.spacing == spacing and (noise.sigma_min, noise.sigma_max) == (flags.sigma_min, flags.sigma_max)
+    sigmas = noise.sigmas(torch.tensor(1.0))
+    below_one = float((sigmas < 1.0).float().mean())  # log-uniform on [0.1, 40]: 38%; uniform: 2%
+    assert (below_one > 0.25) == (spacing == "log")
+
+
 @pytest.mark.parametrize("script,extra", [("train_upper_diffusion.py", []),
                                           ("train_upper_flow.py", ["--flow_type", "NSF"]),
                                           ("train_upper_flow.py", ["--flow_type", "PLF", "--teacher", "kde",

@@ -1,0 +1,192 @@
+"""Why teacher-score training loses modes: the teacher's score error against the analytic MoG40 score, per noise
+level, on points inside the modes and on points in the gaps between them; and the force each noise band puts on
+the generator's samples.
+
+    python experiments/teacher_collapse.py --out experiments/figures/teacher_collapse.png
+
+Three measurements, all on the CPU, all against the analytic diffused score s*(x, sigma) of the target:
+
+1. Score error per sigma. ``mode`` points are x = y + sigma * eps with y ~ p (where the teacher was trained);
+   ``gap`` points are uniform in the box [-45, 45]^2 but more than 4 diffused standard deviations,
+   4 sqrt(s^2 + sigma^2), from every mean (where its training data at that sigma had next to no mass).
+   Reported: relative RMS error sqrt(E|s_T - s*|^2 / E|s*|^2), and the fraction of points whose teacher score
+   points more than 90 degrees away from the true one.
+2. The same for the KDE teacher (``--teacher kde``: the exact score of the diffused empirical distribution of
+   --kde_samples target samples).
+3. The bias force per sigma band. A converged generator puts its samples x0 ~ p; the generator gradient is
+   E[w (s_d(x_t) + grad log q(z | x_t)) . dx0/dtheta] (losses/vardiu.py), so the teacher changes the force on x0
+   by w(sigma) E_eps[s_T - s*](x0 + sigma eps). With the authors' batch reduction every sample carries the same
+   weight. We report, per band, the RMS over x0 of that bias force (averaged over eps) and, for comparison, the
+   RMS of the true score itself (the scale of the forces that keep each sample on its mode). The bias force on
+   the 2% of samples farthest from their mode (the bridge samples whose moves reassign mass between modes) is
+   reported separately. Against it stands the signal that restores a lost mode: for a generator that has dropped
+   mode k (samples x0 ~ p without mode k), the analytic score pushes with E_eps[s_p - s_p'](x0 + sigma eps), p' the
+   mixture without mode k; its RMS over x0 (averaged over --lost_modes choices of k) is the ``lost-mode signal``.
+
+The script ends by naming, for each teacher, the smallest sigma from which on its bias force stays below the
+lost-mode signal: a noise floor (--sigma_min of the distillation) at which the teacher's error can no longer
+outweigh the force that keeps every mode.
+
+Writes a JSON table next to --out and a two-panel figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from utils.targets import GaussianMixture, make_target  # noqa: E402
+from utils.teachers import kde_teacher, load_teacher  # noqa: E402
+
+SIGMAS = [0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0]
+
+
+def gap_points(target, sigma: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Points uniform in [-45, 45]^2 farther than 4 sqrt(s^2 + sigma^2) from every mean. [<=n, 2]."""
+    x = (torch.rand(4 * n, target.dim, generator=generator) - 0.5) * 90
+    _, dist = target.nearest_mode(x)  # in units of the component std s
+    far = dist * target.std > 4 * math.sqrt(target.std**2 + sigma**2)
+    return x[far][:n]
+
+
+def error_stats(score_fn, target, x: torch.Tensor, sigma: float) -> dict:
+    """Relative RMS error of score_fn against the analytic score at x, and the fraction pointing the wrong way."""
+    if x.shape[0] == 0:  # at large sigma no point of the box is that far from every mean
+        return {"rel_rms_error": None, "rms_error": None, "rms_true": None, "wrong_way": None, "points": 0}
+    s = torch.full((x.shape[0],), sigma)
+    with torch.no_grad():
+        true, est = target.score(x, s), score_fn(x, s)
+    err = (est - true).pow(2).sum(-1)
+    cos = torch.nn.functional.cosine_similarity(est, true, dim=-1)
+    return {"rel_rms_error": math.sqrt(err.mean().item() / true.pow(2).sum(-1).mean().item()),
+            "rms_error": math.sqrt(err.mean().item()), "rms_true": math.sqrt(true.pow(2).sum(-1).mean().item()),
+            "wrong_way": (cos < 0).float().mean().item(), "points": x.shape[0]}
+
+
+def bias_force(score_fn, target, x0: torch.Tensor, sigma: float, eps_draws: int, generator: torch.Generator) -> dict:
+    """RMS over x0 of E_eps[s_T - s*](x0 + sigma eps), overall and on the 2% of x0 farthest from their mode."""
+    acc = torch.zeros_like(x0)
+    s = torch.full((x0.shape[0],), sigma)
+    with torch.no_grad():
+        for _ in range(eps_draws):
+            x_t = x0 + sigma * torch.randn(x0.shape, generator=generator)
+            acc += score_fn(x_t, s) - target.score(x_t, s)
+    force = (acc / eps_draws).pow(2).sum(-1)
+    _, dist = target.nearest_mode(x0)
+    bridge = dist >= torch.quantile(dist, 0.98)
+    return {"rms_bias_force": force.mean().sqrt().item(), "rms_bias_force_bridge": force[bridge].mean().sqrt().item()}
+
+
+def lost_mode_signal(target, sigma: float, n: int, eps_draws: int, lost_modes: int,
+                     generator: torch.Generator) -> float:
+    """RMS over x0 ~ p' of E_eps[s_p - s_p'](x0 + sigma eps), p' = the target without one mode, averaged over
+    ``lost_modes`` modes: the force the exact score puts on a generator that has lost a mode."""
+    total = 0.0
+    for k in range(lost_modes):
+        keep = torch.arange(target.num_modes) != k
+        reduced = GaussianMixture(target.means[keep], target.std)
+        x0 = reduced.sample(n, generator=generator)
+        acc = torch.zeros_like(x0)
+        s = torch.full((n,), sigma)
+        for _ in range(eps_draws):
+            x_t = x0 + sigma * torch.randn(x0.shape, generator=generator)
+            acc += target.score(x_t, s) - reduced.score(x_t, s)
+        total += (acc / eps_draws).pow(2).sum(-1).mean().item()
+    return math.sqrt(total / lost_modes)
+
+
+def safe_noise_floor(rows: list[dict], signal: dict[float, float]) -> float | None:
+    """The smallest sigma of the grid from which on (for it and every larger sigma) the teacher's RMS bias force is
+    below the lost-mode signal; None if there is none."""
+    floor = None
+    for row in sorted(rows, key=lambda r: r["sigma"], reverse=True):
+        if row["rms_bias_force"] >= signal[row["sigma"]]:
+            break
+        floor = row["sigma"]
+    return floor
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--target", default="mog40")
+    p.add_argument("--teacher_ckpt", default=None, help="EDM teacher (default: the shipped one)")
+    p.add_argument("--kde_samples", type=int, default=20_480)
+    p.add_argument("--points", type=int, default=20_000, help="points per sigma and region")
+    p.add_argument("--eps_draws", type=int, default=16, help="noise draws per x0 for the bias force")
+    p.add_argument("--lost_modes", type=int, default=8, help="modes removed, one at a time, for the lost-mode signal")
+    p.add_argument("--no_kde", action="store_true", help="skip the KDE teacher (the slow part)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="experiments/figures/teacher_collapse.png")
+    a = p.parse_args(argv)
+
+    torch.manual_seed(a.seed)
+    target = make_target(a.target)
+    teachers = {"EDM teacher": load_teacher(a.teacher_ckpt, target, torch.device("cpu")).score}
+    if not a.no_kde:
+        teachers[f"KDE ({a.kde_samples} samples)"] = kde_teacher(target, a.kde_samples, a.seed).score
+    g = torch.Generator().manual_seed(a.seed)
+    x0 = target.sample(a.points, generator=g)
+    rows = []
+    signal = {}
+    for sigma in SIGMAS:
+        signal[sigma] = lost_mode_signal(target, sigma, a.points, a.eps_draws, a.lost_modes, g)
+        print(f"{'lost-mode signal':>22} sigma {sigma:6.2f} | {signal[sigma]:.4f}", flush=True)
+        mode_x = x0 + sigma * torch.randn(x0.shape, generator=g)
+        gap_x = gap_points(target, sigma, a.points, g)
+        for name, score_fn in teachers.items():
+            row = {"teacher": name, "sigma": sigma,
+                   "mode": error_stats(score_fn, target, mode_x, sigma),
+                   "gap": error_stats(score_fn, target, gap_x, sigma),
+                   **bias_force(score_fn, target, x0, sigma, a.eps_draws, g)}
+            rows.append(row)
+            gap = (f"rel err {row['gap']['rel_rms_error']:.3f} wrong-way {row['gap']['wrong_way']:.3f}"
+                   if row["gap"]["points"] else "no points")
+            print(f"{name:>22} sigma {sigma:6.2f} | mode: rel err {row['mode']['rel_rms_error']:.3f} wrong-way "
+                  f"{row['mode']['wrong_way']:.3f} | gap: {gap} | bias force {row['rms_bias_force']:.3f}, "
+                  f"bridge {row['rms_bias_force_bridge']:.3f}", flush=True)
+
+    floors = {name: safe_noise_floor([row for row in rows if row["teacher"] == name], signal) for name in teachers}
+    for name, floor in floors.items():
+        print(f"{name}: bias force below the lost-mode signal from sigma = {floor} on")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows,
+                                                      "lost_mode_signal": signal, "noise_floor": floors}, indent=1))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name in teachers:
+        r = [row for row in rows if row["teacher"] == name]
+        s = [row["sigma"] for row in r]
+        for region, style in (("mode", "-"), ("gap", "--")):
+            kept = [row for row in r if row[region]["points"]]
+            axes[0].plot([row["sigma"] for row in kept], [row[region]["rel_rms_error"] for row in kept], style,
+                         marker="o", ms=3,
+                         label=f"{name}, {region} points")
+        axes[1].plot(s, [row["rms_bias_force"] for row in r], "-", marker="o", ms=3, label=f"{name}, all x0")
+        axes[1].plot(s, [row["rms_bias_force_bridge"] for row in r], "--", marker="o", ms=3,
+                     label=f"{name}, farthest 2% of x0")
+    axes[1].plot(SIGMAS, [signal[s] for s in SIGMAS], "k-", marker="s", ms=3,
+                 label="lost-mode signal of the exact score")
+    axes[0].set(xscale="log", yscale="log", xlabel="sigma", ylabel="|s_T - s*| / |s*| (RMS)",
+                title="teacher score error")
+    axes[1].set(xscale="log", yscale="log", xlabel="sigma", ylabel="RMS of E_eps[s_T - s*](x0 + sigma eps)",
+                title="bias force on generator samples x0 ~ p")
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=130)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return {"rows": rows, "lost_mode_signal": signal, "noise_floor": floors}
+
+
+if __name__ == "__main__":
+    main()
