@@ -24,6 +24,7 @@ import json
 import math
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,10 +230,10 @@ def write_figures(groups: list[MethodRuns], out: Path, pdf: bool) -> list[Path]:
         from utils.targets import make_target
         cols = min(len(with_samples), 5)
         rows = math.ceil(len(with_samples) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.5 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.7 * rows), squeeze=False)
         for ax, group in zip(axes.flat, with_samples):
             draw_samples(ax, group.runs[0].samples, make_target(group.runs[0].target), max_points=2000)
-            ax.set_title(group.label, fontsize=5.5)
+            ax.set_title(textwrap.fill(group.label, 30), fontsize=5.5)  # long labels on several lines
             ax.set_xticks([])
             ax.set_yticks([])
         for ax in list(axes.flat)[len(with_samples):]:
