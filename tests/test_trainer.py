@@ -81,14 +81,20 @@ def test_sigint_saves_the_current_iteration_and_exits_130(tmp_path, tiny, capsys
             os.kill(os.getpid(), signal.SIGINT)
 
     argv = ["--true_score", *tiny, "--max_iter", "50", "--show_iter", "10", "--out_dir", str(tmp_path), "--name", "i"]
-    with pytest.raises(SystemExit) as exc:
-        train(hooked_build(interrupt), argv)
+    # Python's own Ctrl-C handler to start from, whatever the caller had (a shell's background job has SIGINT ignored)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            train(hooked_build(interrupt), argv)
+        restored = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, outer)
     assert exc.value.code == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert "SIGINT received: stopped at iteration 15" in err[-1] and f"--load {tmp_path / 'i'}" in err[-1]
     ckpt = torch.load(tmp_path / "i" / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["iteration"] == 15 and ckpt["interval"]["steps"] == 5 and set(ckpt["interval"]["sums"]) == {"loss", "bound"}
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    assert restored is signal.default_int_handler  # the handlers are put back
 
 
 def test_checkpoints_are_rewritten_only_when_due(tmp_path, tiny, monkeypatch):
