@@ -15,9 +15,10 @@ Three measurements, all on the CPU, all against the analytic diffused score s*(x
    --kde_samples target samples).
 3. The bias force per sigma band. A converged generator puts its samples x0 ~ p; the generator gradient is
    E[w (s_d(x_t) + grad log q(z | x_t)) . dx0/dtheta] (losses/vardiu.py), so the teacher changes the force on x0
-   by w(sigma) E_eps[s_T - s*](x0 + sigma eps). With the authors' batch reduction every sample carries the same
-   weight. We report, per band, the RMS over x0 of that bias force (averaged over eps) and, for comparison, the
-   RMS of the true score itself (the scale of the forces that keep each sample on its mode). The bias force on
+   by w(sigma) E_eps[s_T - s*](x0 + sigma eps). With uniform weights (the matched recipe, or the authors' batch
+   reduction) every sample and noise level carries the same weight. We report, per band, the RMS over x0 of that
+   bias force (averaged over eps) and, for comparison, the RMS of the true score itself (the scale of the forces
+   that keep each sample on its mode). The bias force on
    the 2% of samples farthest from their mode (the bridge samples whose moves reassign mass between modes) is
    reported separately. Against it stands the signal that restores a lost mode: for a generator that has dropped
    mode k (samples x0 ~ p without mode k), the analytic score pushes with E_eps[s_p - s_p'](x0 + sigma eps), p' the
