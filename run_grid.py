@@ -1,9 +1,11 @@
-"""Launch a recipe of the MoG40 experiments: methods x seeds, each method one process training its seeds vectorised.
+"""Launch a recipe of the MoG40 experiments: methods x seeds, each method one process training its seeds vectorised
+(or --seeds_per_job seeds per process).
 
     python run_grid.py --list                                      # the recipes, their methods and flags
     python run_grid.py --recipe paper --dry_run                    # print the commands, run nothing
     python run_grid.py --recipe paper --max_iter 1000000 --seeds 0-9 --out_dir results
     python run_grid.py --recipe matched --methods vardiu_gaussian_true,di_ss1_true --max_iter 20000
+    python run_grid.py --recipe paper --methods vardiu_gaussian_true --seeds 5-8 --seeds_per_job 1   # 4 processes
     sbatch scripts/slurm_grid.sh                                   # one SLURM array task per method
 
 Recipes (``utils/experiments.py``): ``paper`` (the table's eight rows as the authors' code ran them), ``matched``
@@ -49,8 +51,21 @@ def job_command(recipe: str, method: str, seeds: str, max_iter: int, out_dir: Pa
             return None
         return [sys.executable, str(ROOT / spec.script), "--load", *map(str, folders), "--max_iter", str(max_iter),
                 "--no_progress", *extra]
+    # one seed: the training script names the folder --name itself, so the name carries the seed
+    name = method if len(folders) > 1 else folders[0].name
     return [sys.executable, str(ROOT / spec.script), *spec.flags, "--seeds", seeds, "--max_iter", str(max_iter),
-            "--out_dir", str(out_dir), "--name", method, "--recipe", recipe, "--no_progress", *extra]
+            "--out_dir", str(out_dir), "--name", name, "--recipe", recipe, "--no_progress", *extra]
+
+
+def seed_jobs(method: str, spec: str, per_job: int) -> list[tuple[str, str]]:
+    """(job name, --seeds value) of each process of one method: all seeds of ``spec`` in one (per_job 0, the job
+    is named after the method) or per_job seeds each (named ``<method>_seed<first>`` or ``<method>_seeds<a>-<b>``)."""
+    seeds = parse_seeds(spec)
+    if per_job <= 0 or per_job >= len(seeds):
+        return [(method, spec)]
+    chunks = [seeds[i:i + per_job] for i in range(0, len(seeds), per_job)]
+    return [(f"{method}_seed{c[0]}" if len(c) == 1 else f"{method}_seeds{c[0]}-{c[-1]}", ",".join(map(str, c)))
+            for c in chunks]
 
 
 def parse_gpus(spec: str | None) -> list[str]:
@@ -141,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method_index", type=int, default=None,
                    help="run only the method at this index of --methods (a SLURM array task id)")
     p.add_argument("--seeds", default="0-9", help="seeds, trained vectorised in one process per method")
+    p.add_argument("--seeds_per_job", type=int, default=0,
+                   help="seeds per process (0: all of a method's seeds in one vectorised process; 1: one process per "
+                        "seed, e.g. to finish each seed's run inside one time-limited command on a several-GPU machine)")
     p.add_argument("--max_iter", type=int, default=1_000_000, help="training iterations of every run")
     p.add_argument("--out_dir", default="runs/grid", help="folder for the run folders and logs")
     p.add_argument("--gpus", default=None,
@@ -169,12 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     parse_seeds(a.seeds)  # one clear error now rather than one per job
     if a.max_iter <= 0:
         raise UsageError(f"--max_iter must be a positive integer, got {a.max_iter}")
+    if a.seeds_per_job < 0:
+        raise UsageError(f"--seeds_per_job must be 0 (all seeds in one process) or positive, got {a.seeds_per_job}")
     gpus = parse_gpus(a.gpus)
     validate_output_folder(a.out_dir)
     out_dir = Path(a.out_dir) / recipe
-    commands = {m: job_command(recipe, m, a.seeds, a.max_iter, out_dir, extra, a.resume) for m in methods}
-    for method in [m for m, cmd in commands.items() if cmd is None]:
-        print(f"{method}: already at --max_iter {a.max_iter}; nothing to do")
+    commands = {job: job_command(recipe, m, job_seeds, a.max_iter, out_dir, extra, a.resume)
+                for m in methods for job, job_seeds in seed_jobs(m, a.seeds, a.seeds_per_job)}
+    for job in [j for j, cmd in commands.items() if cmd is None]:
+        print(f"{job}: already at --max_iter {a.max_iter}; nothing to do")
     jobs = [(m, cmd) for m, cmd in commands.items() if cmd is not None]
     if a.dry_run:
         print(f"# recipe {recipe}: {RECIPE_SUMMARIES[recipe]}")

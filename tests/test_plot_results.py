@@ -177,6 +177,30 @@ def test_run_grid_method_selection_and_listing():
     assert res.returncode == 2 and "unknown method" in res.stderr
 
 
+def test_run_grid_seeds_per_job_splits_the_seeds_into_processes(tmp_path):
+    res = run_script("run_grid.py", "--recipe", "paper", "--methods", "vardiu_gaussian_true", "--seeds", "0-4",
+                     "--seeds_per_job", "2", "--gpus", "0,1,2", "--dry_run")
+    lines = res.stdout.strip().splitlines()[1:]
+    assert [line.split(" --seeds ")[1].split()[0] for line in lines] == ["0,1", "2,3", "4"]
+    assert [line.split()[0] for line in lines] == [f"CUDA_VISIBLE_DEVICES={g}" for g in (0, 1, 2)]
+    # a job of one seed names its folder after the seed itself, as vectorised runs do
+    assert "--name vardiu_gaussian_true " in lines[0] and "--name vardiu_gaussian_true_seed4 " in lines[2]
+    tiny = ["--width", "16", "--depth", "1", "--batch_size", "32", "--eval_samples", "100", "--show_iter", "5",
+            "--device", "cpu"]
+    grid = ["run_grid.py", "--recipe", "published", "--methods", "vardiu_gaussian_true", "--seeds", "0-2",
+            "--seeds_per_job", "1", "--out_dir", str(tmp_path), "--gpus", ""]
+    res = run_script(*grid, "--max_iter", "5", "--", *tiny)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for seed in range(3):
+        run = tmp_path / "published" / f"vardiu_gaussian_true_seed{seed}"
+        assert json.loads((run / "config.json").read_text())["seed"] == seed
+        assert (tmp_path / "published" / "logs" / f"vardiu_gaussian_true_seed{seed}.log").is_file()
+    res = run_script(*grid, "--max_iter", "10", "--resume", "--dry_run")
+    loads = [line.split(" --load ")[1].split(" --max_iter")[0] for line in res.stdout.strip().splitlines()[1:]]
+    assert loads == [str(tmp_path / "published" / f"vardiu_gaussian_true_seed{seed}") for seed in range(3)]
+    assert run_script(*grid, "--seeds_per_job", "-1", "--dry_run").returncode == 2
+
+
 def test_tiny_grid_end_to_end_on_cpu(tmp_path):
     tiny = ["--width", "16", "--depth", "1", "--batch_size", "32", "--eval_samples", "200", "--show_iter", "5",
             "--device", "cpu"]
