@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     floors = {name: safe_noise_floor([row for row in rows if row["teacher"] == name], signal) for name in teachers}
     for name, floor in floors.items():
-        print(f"{name}: bias force below the lost-mode signal from sigma = {floor} on")
+        print(f"{name}: bias force below the lost-mode signal from sigma = {floor} on" if floor is not None else
+              f"{name}: bias force above the lost-mode signal even at sigma = {SIGMAS[-1]}: no safe noise floor")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows,
