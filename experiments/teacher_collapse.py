@@ -73,15 +73,21 @@ def error_stats(score_fn, target, x: torch.Tensor, sigma: float) -> dict:
             "wrong_way": (cos < 0).float().mean().item(), "points": x.shape[0]}
 
 
-def bias_force(score_fn, target, x0: torch.Tensor, sigma: float, eps_draws: int, generator: torch.Generator) -> dict:
-    """RMS over x0 of E_eps[s_T - s*](x0 + sigma eps), overall and on the 2% of x0 farthest from their mode."""
+def mean_score_difference(score_a, score_b, x0: torch.Tensor, sigma: float, eps_draws: int,
+                          generator: torch.Generator) -> torch.Tensor:
+    """E_eps[s_a - s_b](x0 + sigma eps) over ``eps_draws`` noise draws: the mean force on each x0. [N, d]."""
     acc = torch.zeros_like(x0)
     s = torch.full((x0.shape[0],), sigma)
     with torch.no_grad():
         for _ in range(eps_draws):
             x_t = x0 + sigma * torch.randn(x0.shape, generator=generator)
-            acc += score_fn(x_t, s) - target.score(x_t, s)
-    force = (acc / eps_draws).pow(2).sum(-1)
+            acc += score_a(x_t, s) - score_b(x_t, s)
+    return acc / eps_draws
+
+
+def bias_force(score_fn, target, x0: torch.Tensor, sigma: float, eps_draws: int, generator: torch.Generator) -> dict:
+    """RMS over x0 of E_eps[s_T - s*](x0 + sigma eps), overall and on the 2% of x0 farthest from their mode."""
+    force = mean_score_difference(score_fn, target.score, x0, sigma, eps_draws, generator).pow(2).sum(-1)
     _, dist = target.nearest_mode(x0)
     bridge = dist >= torch.quantile(dist, 0.98)
     return {"rms_bias_force": force.mean().sqrt().item(), "rms_bias_force_bridge": force[bridge].mean().sqrt().item()}
@@ -96,12 +102,8 @@ def lost_mode_signal(target, sigma: float, n: int, eps_draws: int, lost_modes: i
         keep = torch.arange(target.num_modes) != k
         reduced = GaussianMixture(target.means[keep], target.std)
         x0 = reduced.sample(n, generator=generator)
-        acc = torch.zeros_like(x0)
-        s = torch.full((n,), sigma)
-        for _ in range(eps_draws):
-            x_t = x0 + sigma * torch.randn(x0.shape, generator=generator)
-            acc += target.score(x_t, s) - reduced.score(x_t, s)
-        total += (acc / eps_draws).pow(2).sum(-1).mean().item()
+        force = mean_score_difference(target.score, reduced.score, x0, sigma, eps_draws, generator)
+        total += force.pow(2).sum(-1).mean().item()
     return math.sqrt(total / lost_modes)
 
 
