@@ -14,7 +14,6 @@ eager iteration under torch.profiler): the floor a CUDA graph can approach.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -24,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import write_results  # noqa: E402
 import train_diff_instruct  # noqa: E402
 import train_upper_diffusion  # noqa: E402
 import train_upper_flow  # noqa: E402
@@ -121,12 +121,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 kernel_ms = f"{row['kernel_ms']:.3f}" if "kernel_ms" in row else ""
                 print(f"| {method} | {num_seeds} | {row['mode']} | {row['ms_per_it']:.3f} | "
                       f"{row['ms_per_seed_it']:.3f} | {row.get('kernels', '')} | {kernel_ms} |", flush=True)
-    out = Path(a.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": str(device), "device_name": name, "torch": torch.__version__,
-                               "command": " ".join(["python", "benchmarks/bench_step.py", *(argv or sys.argv[1:])]),
-                               "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_results(a.json, "bench_step.py", argv, rows, device=str(device), device_name=name, torch=torch.__version__)
     return rows
 
 

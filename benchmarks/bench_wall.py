@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import write_results  # noqa: E402
 from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
 from utils.experiments import RECIPES  # noqa: E402
 
@@ -85,12 +85,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         continue
                     print(f"| {method} | {seeds} | {mode} | {row['ms_per_it']:.3f} | {row['train_ms_per_it']:.3f} | "
                           f"{row['process_s']:.0f} |", flush=True)
-    out = Path(a.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device, "torch": torch.__version__,
-                               "command": " ".join(["python", "benchmarks/bench_wall.py", *(argv or sys.argv[1:])]),
-                               "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_results(a.json, "bench_wall.py", argv, rows, device=device, torch=torch.__version__)
     return rows
 
 
