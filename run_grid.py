@@ -51,7 +51,7 @@ def job_command(recipe: str, method: str, seeds: str, max_iter: int, out_dir: Pa
             return None
         return [sys.executable, str(ROOT / spec.script), "--load", *map(str, folders), "--max_iter", str(max_iter),
                 "--no_progress", *extra]
-    # one seed: the training script names the folder --name itself, so the name carries the seed
+    # the grid's folders are <method>_seed<N>; a one-seed run's folder is its --name (run_io.run_folder_name)
     name = method if len(folders) > 1 else folders[0].name
     return [sys.executable, str(ROOT / spec.script), *spec.flags, "--seeds", seeds, "--max_iter", str(max_iter),
             "--out_dir", str(out_dir), "--name", name, "--recipe", recipe, "--no_progress", *extra]

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import write_results  # noqa: E402
 from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
 from utils.experiments import RECIPES  # noqa: E402
+from utils.run_io import run_folder_name  # noqa: E402
 
 METHODS = {  # the paper recipe's true-score rows
     "vardiu_gaussian": RECIPES["paper"]["vardiu_gaussian_true"],
@@ -47,7 +48,7 @@ def bench(method: str, seeds: int, mode: str, iters: int, out_dir: Path) -> dict
         errors = [line for line in res.stderr.splitlines() if "Error" in line or "error:" in line]
         return {"method": method, "seeds": seeds, "mode": mode, "iters": iters, "failed": True,
                 "error": (errors or res.stderr.strip().splitlines() or ["?"])[-1][:300], "command": " ".join(cmd[1:])}
-    with open(out_dir / f"{name}_seed0" / "metrics.csv") as f:
+    with open(out_dir / run_folder_name(name, 0, seeds) / "metrics.csv") as f:
         rows = {int(r["iteration"]): r for r in csv.DictReader(f)}
     first, last = rows[1000], rows[iters]
     span = iters - 1000

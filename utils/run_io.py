@@ -32,6 +32,12 @@ METRIC_COLUMNS = ["iteration", "wall_time", "train_time", "logpd", "mmd", "log_m
 REQUIRED_CHECKPOINT_KEYS = {"iteration", "config", "modules", "optimizers", "rng", "history"}
 
 
+def run_folder_name(name: str, seed: int, num_seeds: int) -> str:
+    """The folder a run given --name gets for ``seed``: the name itself when it trains one seed, ``<name>_seed<N>``
+    for each seed of a vectorised run."""
+    return name if num_seeds == 1 else f"{name}_seed{seed}"
+
+
 def unique_run_dir(out_dir: str | Path, name: str) -> Path:
     """Create and return out_dir/name, or out_dir/name_1, name_2, ... if taken: never reuse a folder."""
     out_dir = Path(out_dir)

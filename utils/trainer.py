@@ -36,7 +36,8 @@ from utils.cli import UsageError, resolve_device, validate_training_args
 from utils.fast import make_adam, make_iteration_runner
 from utils.metrics import SampleEvaluator
 from utils.plotting import PlotWorker, plot_metrics
-from utils.run_io import ExternalLoggers, MetricsLog, load_checkpoint, save_checkpoint, unique_run_dir, write_json
+from utils.run_io import (ExternalLoggers, MetricsLog, load_checkpoint, run_folder_name, save_checkpoint,
+                          unique_run_dir, write_json)
 from utils.seeds import Networks, load_optimizer_state_for_seed, optimizer_state_for_seed, parse_seeds
 from utils.targets import GaussianMixture, make_target
 
@@ -255,8 +256,8 @@ def open_run_folders(flags: Flags, script: str, run_prefix: str, device: torch.d
             path, state = flags.checkpoints[i]
             run_dir, history = path.parent.parent, state["history"]
         else:
-            name = values.name if values.name and len(seeds) == 1 else \
-                f"{values.name}_seed{seed}" if values.name else default_run_name(run_prefix, values, seed)
+            name = run_folder_name(values.name, seed, len(seeds)) if values.name else \
+                default_run_name(run_prefix, values, seed)
             run_dir, history = unique_run_dir(values.out_dir, name), []
         for sub in ("plots", "checkpoints"):
             (run_dir / sub).mkdir(exist_ok=True)
