@@ -118,13 +118,17 @@ def test_recipes_hold_the_stated_flags():
     assert flags_of("published", "vardiu_gaussian_true") == \
         "--true_score --sigma_min 0.1 --sigma_max 20 --power 2.0 --weight sigma2"
     # teacher_study: the matched schedule with the shipped teacher, one run per training noise floor
-    assert len(RECIPES["teacher_study"]) == 10
+    assert len(RECIPES["teacher_study"]) == 15
+    scripts = {"vardiu_gaussian": "train_upper_diffusion.py", "vardiu_nsf": "train_upper_flow.py",
+               "di_ss1": "train_diff_instruct.py"}
     for key, method in RECIPES["teacher_study"].items():
         sigma_min = key.rsplit("_smin", 1)[1]
         flags = flags_of("teacher_study", key)
         assert flags.startswith(f"--sigma_min {sigma_min} --sigma_max 20 --weight uniform --power_uncapped")
         assert "--true_score" not in flags and method.label.endswith(f"(teacher), sigma_min {sigma_min}")
-        assert method.script == ("train_upper_diffusion.py" if "gaussian" in key else "train_upper_flow.py")
+        assert method.script == scripts[key.split("_teacher")[0]]
+        # Diff-Instruct anneals its power as in the matched recipe, so only the noise floor differs from it
+        assert ("--anneal_power" in flags) == key.startswith("di_")
 
 
 def test_summary_groups_by_recipe_and_reports_modes(tmp_path):
@@ -153,7 +157,7 @@ def test_plot_results_bad_input_is_one_line(tmp_path):
     assert res.returncode == 2 and "no run folders" in res.stderr
 
 
-@pytest.mark.parametrize("recipe,count", [("paper", 8), ("matched", 10), ("published", 2), ("teacher_study", 10)])
+@pytest.mark.parametrize("recipe,count", [("paper", 8), ("matched", 10), ("published", 2), ("teacher_study", 15)])
 def test_run_grid_dry_run_prints_one_vectorised_job_per_method(recipe, count):
     res = run_script("run_grid.py", "--recipe", recipe, "--dry_run", "--gpus", "0,1", "--max_iter", "500", "--",
                      "--show_iter", "100")

@@ -10,8 +10,9 @@ Recipes:
                (uniform), the same annealed, uncapped sigma schedule and none of the reference code's quirks.
     published  the README's published commands verbatim (per-sample sigma2 weights, power capped at 2.0).
     teacher_study
-               the teacher-collapse study: VarDiU with the shipped teacher, the matched schedule (per-sample uniform
-               weights, uncapped power), and the training noise floor --sigma_min raised from 0.1 to 2.0.
+               the teacher-collapse study: VarDiU (Gaussian, NSF) and Diff-Instruct score_step 1 with the shipped
+               teacher, the matched schedule (per-sample uniform weights, uncapped power; Diff-Instruct also
+               --anneal_power), and the training noise floor --sigma_min raised from 0.1 to 2.0.
 """
 from __future__ import annotations
 
@@ -62,10 +63,10 @@ def _recipes() -> dict[str, dict[str, Method]]:
     published_flags = SIGMA_RANGE + ("--power", "2.0", "--weight", "sigma2")
     published = dict([vardiu("gaussian", "true", published_flags), vardiu("nsf", "true", published_flags)])
     teacher_study = {}
-    for post in ("gaussian", "nsf"):
-        for sigma_min in TEACHER_STUDY_SIGMA_MINS:
-            flags = ("--sigma_min", sigma_min, "--sigma_max", "20", "--weight", "uniform", "--power_uncapped")
-            key, method = vardiu(post, "teacher", flags)
+    for sigma_min in TEACHER_STUDY_SIGMA_MINS:
+        flags = ("--sigma_min", sigma_min, "--sigma_max", "20", "--weight", "uniform", "--power_uncapped")
+        for key, method in (vardiu("gaussian", "teacher", flags), vardiu("nsf", "teacher", flags),
+                            diff_instruct(1, "teacher", flags + ("--anneal_power",))):
             teacher_study[f"{key}_smin{sigma_min}"] = Method(method.script, method.flags,
                                                              f"{method.label}, sigma_min {sigma_min}")
     return {"paper": paper, "matched": matched, "published": published, "teacher_study": teacher_study}
@@ -77,7 +78,8 @@ RECIPE_SUMMARIES = {
              "Diff-Instruct: fixed power 2, reference generator input)",
     "matched": "every method with per-sample uniform weights and the same annealed uncapped sigma schedule",
     "published": "the README's published commands verbatim (per-sample sigma2, power capped at 2.0)",
-    "teacher_study": "VarDiU with the shipped teacher, matched schedule, training noise floor sigma_min 0.1 to 2.0",
+    "teacher_study": "VarDiU and Diff-Instruct score_step 1 with the shipped teacher, matched schedule, training noise "
+                     "floor sigma_min 0.1 to 2.0",
 }
 LABELS = {key: m.label for methods in RECIPES.values() for key, m in methods.items()}
 METHOD_ORDER = list(dict.fromkeys(key for methods in RECIPES.values() for key in methods))
