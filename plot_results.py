@@ -12,7 +12,7 @@ name when the folder is just ``seedN``). When the runs come from several recipes
 Writes to --out: mmd_vs_time.png and logpd_vs_time.png (the paper's two figures: mean +- one std over seeds
 against training wall time), metrics_vs_iterations.png, samples_grid.png (final samples of each method's first
 seed over the target's contours), and summary.md / summary.csv: for each run the mean of its last --last
-evaluations, then mean +- std (numpy's, ddof 0) over the method's seeds, with the mean number of modes covered
+evaluations (of the evaluations all the method's seeds have, when some ran longer), then mean +- std (numpy's, ddof 0) over the method's seeds, with the mean number of modes covered
 and the mean fraction of samples near a mode (log density alone cannot see mode collapse), beside the paper's
 numbers for the method of the same name.
 """
@@ -163,15 +163,18 @@ def group_methods(runs: list[Run]) -> list[MethodRuns]:
 
 
 def summarise(group: MethodRuns, last: int) -> dict:
-    """Mean of each run's last ``last`` evaluations, then mean and std (ddof 0) over the runs."""
+    """Mean of each run's last ``last`` evaluations, then mean and std (ddof 0) over the runs. Seeds that ran for
+    different lengths (a run still being relayed beside finished ones) are compared on the evaluations they all
+    have: each run is cut to the shortest run's n evaluations first, so the row describes one iteration count."""
+    n = min(len(r.logpd) for r in group.runs)
+
     def per_run(attr: str) -> list[float]:
-        return [float(np.mean(getattr(r, attr)[-last:])) for r in group.runs]
+        return [float(np.mean(getattr(r, attr)[:n][-last:])) for r in group.runs]
 
     logpd, log_mmd, modes, near = per_run("logpd"), per_run("log_mmd"), per_run("modes"), per_run("near_mode")
     paper = PAPER_NUMBERS.get(LABELS.get(group.key, group.key))
-    return {"recipe": group.recipe, "method": group.label, "seeds": len(group.runs),
-            "evaluations": min(len(r.logpd) for r in group.runs),
-            "last_iteration": min(int(r.iteration[-1]) for r in group.runs),
+    return {"recipe": group.recipe, "method": group.label, "seeds": len(group.runs), "evaluations": n,
+            "last_iteration": int(group.runs[0].iteration[n - 1]),
             "logpd_mean": float(np.mean(logpd)), "logpd_std": float(np.std(logpd)),
             "log_mmd_mean": float(np.mean(log_mmd)), "log_mmd_std": float(np.std(log_mmd)),
             "modes_mean": float(np.mean(modes)), "modes_min": float(np.min(modes)),

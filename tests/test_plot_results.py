@@ -131,6 +131,20 @@ def test_recipes_hold_the_stated_flags():
         assert ("--anneal_power" in flags) == key.startswith("di_")
 
 
+def test_summary_compares_seeds_of_different_lengths_at_their_common_iterations(tmp_path):
+    # seed 0 finished (8 evaluations), seed 1 is still being relayed (5): the row must describe iteration 4000 for
+    # both, not mix seed 0's late numbers with seed 1's early ones
+    long_lp, short_lp = [-9.0, -8.5, -8.0, -7.5, -7.2, -7.0, -6.9, -6.8], [-9.1, -8.6, -8.1, -7.6, -7.3]
+    fake_our_run(tmp_path, "vardiu_gaussian_true", 0, long_lp, [-6.0] * 8)
+    fake_our_run(tmp_path, "vardiu_gaussian_true", 1, short_lp, [-6.0] * 5)
+    out = tmp_path / "figs"
+    plot_results.main([str(tmp_path), "--out", str(out), "--last", "2"])
+    with open(out / "summary.csv") as f:
+        row, = csv.DictReader(f)
+    assert int(row["evaluations"]) == 5 and int(row["last_iteration"]) == 4000
+    assert float(row["logpd_mean"]) == pytest.approx(np.mean([(-7.5 - 7.2) / 2, (-7.6 - 7.3) / 2]))
+
+
 def test_summary_groups_by_recipe_and_reports_modes(tmp_path):
     for recipe, modes in [("paper", [40, 30, 20, 10]), ("matched", [40, 40, 40, 39])]:
         for seed in range(2):
