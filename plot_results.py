@@ -193,12 +193,21 @@ def aligned(group: MethodRuns, attr: str) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def plot_against(groups: list[MethodRuns], attr: str, x: str, ylabel: str, ax: plt.Axes) -> None:
+    """Mean ± std over seeds against wall time or iterations. The y-range covers each curve after its first 10% of
+    evaluations: the first evaluations (log density near -25 at initialisation) would otherwise squeeze the
+    differences between methods into a few pixels."""
+    later = []
     for i, group in enumerate(groups):
         time, iters, mean, std = aligned(group, attr)
         xs = time if x == "time" else iters
         ok = np.isfinite(mean) & np.isfinite(xs)
         line, = ax.plot(xs[ok], mean[ok], lw=1.0, label=group.label, color=f"C{i % 10}")
         ax.fill_between(xs[ok], (mean - std)[ok], (mean + std)[ok], color=line.get_color(), alpha=0.2, lw=0)
+        later.append(mean[ok][len(mean[ok]) // 10:])
+    later = np.concatenate(later) if later else np.array([])
+    if later.size and np.ptp(later) > 0:
+        low, high = later.min(), later.max()
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
     ax.set_xlabel("wall time (s)" if x == "time" else "iteration")
     if x != "time":
         ax.xaxis.set_major_formatter(ITERATIONS)
@@ -206,8 +215,21 @@ def plot_against(groups: list[MethodRuns], attr: str, x: str, ylabel: str, ax: p
     ax.grid(alpha=0.3)
 
 
-def save(fig: plt.Figure, out: Path, stem: str, pdf: bool) -> list[Path]:
-    fig.tight_layout()
+def add_legend(fig: plt.Figure, ax: plt.Axes, curves: int) -> float:
+    """Up to four curves: a legend inside the axes. More: a legend below the axes, in a strip added to the figure,
+    so that it hides no curve. Returns the strip's share of the figure's height (0 for a legend inside)."""
+    if curves <= 4:
+        ax.legend(frameon=False)
+        return 0.0
+    strip = 0.13 * curves + 0.1  # inches: one line of 6-point text per curve
+    fig.set_figheight(fig.get_figheight() + strip)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", frameon=False, fontsize=6)
+    return strip / fig.get_figheight()
+
+
+def save(fig: plt.Figure, out: Path, stem: str, pdf: bool, legend_strip: float = 0.0) -> list[Path]:
+    fig.tight_layout(rect=(0, legend_strip, 1, 1))
     paths = [out / f"{stem}.png"] + ([out / f"{stem}.pdf"] if pdf else [])
     for path in paths:
         fig.savefig(path, dpi=200)
@@ -220,13 +242,13 @@ def write_figures(groups: list[MethodRuns], out: Path, pdf: bool) -> list[Path]:
     for attr, stem, ylabel in [("log_mmd", "mmd_vs_time", "log MMD"), ("logpd", "logpd_vs_time", "log density")]:
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.6))
         plot_against(groups, attr, "time", ylabel, ax)
-        ax.legend(frameon=False)
-        written += save(fig, out, stem, pdf)
+        strip = add_legend(fig, ax, len(groups))
+        written += save(fig, out, stem, pdf, strip)
     fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.6))
     plot_against(groups, "logpd", "iteration", "log density", axes[0])
     plot_against(groups, "log_mmd", "iteration", "log MMD", axes[1])
-    axes[1].legend(frameon=False)
-    written += save(fig, out, "metrics_vs_iterations", pdf)
+    strip = add_legend(fig, axes[1], len(groups))
+    written += save(fig, out, "metrics_vs_iterations", pdf, strip)
     with_samples = [g for g in groups if g.runs[0].samples is not None]
     if with_samples:
         from utils.plotting import draw_samples

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, floor in floors.items():
         print(f"{name}: bias force below the lost-mode signal from sigma = {floor} on" if floor is not None else
               f"{name}: bias force above the lost-mode signal even at sigma = {SIGMAS[-1]}: no safe noise floor")
-    out = Path(a.out)
+    out = Path(a.out).with_suffix(".png")  # matplotlib adds .png to a name without a suffix: say the real name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows,
                                                       "lost_mode_signal": signal, "noise_floor": floors}, indent=1))
