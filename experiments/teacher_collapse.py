@@ -24,6 +24,12 @@ Three measurements, all on the CPU, all against the analytic diffused score s*(x
    mode k (samples x0 ~ p without mode k), the analytic score pushes with E_eps[s_p - s_p'](x0 + sigma eps), p' the
    mixture without mode k; its RMS over x0 (averaged over --lost_modes choices of k) is the ``lost-mode signal``.
 
+4. How much of the teacher's error is its training set's. train_teacher.py fits a fixed set of N target samples;
+   a perfect fit of that set would give the score s_N of its diffused empirical distribution (the KDE teacher on
+   the same points). On the ``mode`` points we report the share of the teacher's error that lies along the
+   training set's own error, <s_T - s*, s_N - s*> / |s_N - s*|^2 (sums over points): 1 when the teacher's error is
+   exactly the sampling error of its N points, 0 when unrelated to it. N and the seed come from the teacher file.
+
 The script ends by naming, for each teacher, the smallest sigma from which on its bias force stays below the
 lost-mode signal: a noise floor (--sigma_min of the distillation) at which the teacher's error can no longer
 outweigh the force that keeps every mode.
@@ -46,7 +52,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from utils.targets import GaussianMixture, make_target  # noqa: E402
-from utils.teachers import kde_teacher, load_teacher  # noqa: E402
+from utils.teachers import SHIPPED_TEACHERS, kde_teacher, load_teacher  # noqa: E402
 
 SIGMAS = [0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0]
 
@@ -71,6 +77,28 @@ def error_stats(score_fn, target, x: torch.Tensor, sigma: float) -> dict:
     return {"rel_rms_error": math.sqrt(err.mean().item() / true.pow(2).sum(-1).mean().item()),
             "rms_error": math.sqrt(err.mean().item()), "rms_true": math.sqrt(true.pow(2).sum(-1).mean().item()),
             "wrong_way": (cos < 0).float().mean().item(), "points": x.shape[0]}
+
+
+def training_set_share(score_fn, target, empirical_score, x: torch.Tensor, sigma: float) -> float:
+    """<s_T - s*, s_N - s*> / |s_N - s*|^2 summed over the points x: the share of the teacher's error that is the
+    error of the empirical score s_N of its training set (measurement 4). Evaluated in chunks of 1000 points (the
+    empirical score compares each point with all N samples)."""
+    num = den = 0.0
+    with torch.no_grad():
+        for chunk in x.split(1000):
+            s = torch.full((chunk.shape[0],), sigma)
+            true = target.score(chunk, s)
+            teacher_error, set_error = score_fn(chunk, s) - true, empirical_score(chunk, s) - true
+            num += (teacher_error * set_error).sum().item()
+            den += set_error.pow(2).sum().item()
+    return num / den
+
+
+def teacher_training_set(path: str | None, target: GaussianMixture) -> GaussianMixture:
+    """The diffused empirical distribution of the points a teacher was trained on: train_teacher.py draws
+    --num_train_samples target samples with --seed, both recorded in the teacher file."""
+    config = torch.load(path or SHIPPED_TEACHERS[target.name], map_location="cpu", weights_only=True)["info"]["config"]
+    return kde_teacher(target, config["num_train_samples"], config["seed"])
 
 
 def mean_score_difference(score_a, score_b, x0: torch.Tensor, sigma: float, eps_draws: int,
@@ -136,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     teachers = {"EDM teacher": load_teacher(a.teacher_ckpt, target, torch.device("cpu")).score}
     if not a.no_kde:
         teachers[f"KDE ({a.kde_samples} samples)"] = kde_teacher(target, a.kde_samples, a.seed).score
+    training_set = teacher_training_set(a.teacher_ckpt, target)
     g = torch.Generator().manual_seed(a.seed)
     x0 = target.sample(a.points, generator=g)
     rows = []
@@ -150,11 +179,16 @@ def main(argv: list[str] | None = None) -> dict:
                    "mode": error_stats(score_fn, target, mode_x, sigma),
                    "gap": error_stats(score_fn, target, gap_x, sigma),
                    **bias_force(score_fn, target, x0, sigma, a.eps_draws, g)}
+            if name == "EDM teacher":
+                row["mode"]["training_set_share"] = training_set_share(score_fn, target, training_set.score,
+                                                                       mode_x, sigma)
             rows.append(row)
             gap = (f"rel err {row['gap']['rel_rms_error']:.3f} wrong-way {row['gap']['wrong_way']:.3f}"
                    if row["gap"]["points"] else "no points")
+            share = row["mode"].get("training_set_share")
             print(f"{name:>22} sigma {sigma:6.2f} | mode: rel err {row['mode']['rel_rms_error']:.3f} wrong-way "
-                  f"{row['mode']['wrong_way']:.3f} | gap: {gap} | bias force {row['rms_bias_force']:.3f}, "
+                  f"{row['mode']['wrong_way']:.3f}" + (f" training-set share {share:.2f}" if share is not None else "")
+                  + f" | gap: {gap} | bias force {row['rms_bias_force']:.3f}, "
                   f"bridge {row['rms_bias_force_bridge']:.3f}", flush=True)
 
     floors = {name: safe_noise_floor([row for row in rows if row["teacher"] == name], signal) for name in teachers}

@@ -50,3 +50,18 @@ def test_lost_mode_signal_and_noise_floor():
     assert teacher_collapse.safe_noise_floor(rows, signal) == 2.0
     assert teacher_collapse.safe_noise_floor(rows, {s: 1.0 for s in signal}) == 0.1
     assert teacher_collapse.safe_noise_floor(rows, {s: 0.0 for s in signal}) is None
+
+
+def test_training_set_share_is_the_part_of_the_error_along_the_training_sets_own_error():
+    target, g = mog40(), torch.Generator().manual_seed(2)
+    training_set = teacher_collapse.kde_teacher(target, 500, 0)  # a small training set: a large sampling error
+    x = target.sample(1500, generator=g) + 0.5 * torch.randn(1500, 2, generator=g)
+    share = lambda score_fn: teacher_collapse.training_set_share(score_fn, target, training_set.score, x, 0.5)  # noqa: E731
+    assert math.isclose(share(training_set.score), 1.0, rel_tol=1e-5)  # a perfect fit of the training set
+    assert share(target.score) == 0  # no error at all
+    halfway = lambda x, s: 0.5 * (target.score(x, s) + training_set.score(x, s))  # noqa: E731
+    assert math.isclose(share(halfway), 0.5, rel_tol=1e-4)
+    shifted = lambda x, s: target.score(x, s) + torch.tensor([0.3, -0.4])  # an error unrelated to the set  # noqa: E731
+    assert abs(share(shifted)) < 0.1
+    # the shipped teacher's file records its training set: 20,480 points drawn with seed 0
+    assert len(teacher_collapse.teacher_training_set(None, target).means) == 20_480

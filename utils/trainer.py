@@ -426,6 +426,11 @@ def run_training(build: Callable[[argparse.Namespace, torch.device, GaussianMixt
         bar.update(it - bar.n)
         bar.set_postfix_str(progress_summary(rows), refresh=False)
 
+    def close_train_interval() -> None:
+        """Wait for the queued steps (the loop's only host synchronisation), then add the time since t_train."""
+        synchronize(device)
+        clock.train_time += time.perf_counter() - t_train
+
     stop = StopSignals()
     try:
         if not flags.checkpoints:
@@ -433,8 +438,7 @@ def run_training(build: Callable[[argparse.Namespace, torch.device, GaussianMixt
         t_train, power = time.perf_counter(), None
         for it in range(clock.iteration, f.max_iter):
             if stop.signal:  # SIGINT / SIGTERM: save this iteration's state, then exit
-                synchronize(device)
-                clock.train_time += time.perf_counter() - t_train
+                close_train_interval()
                 save_run_checkpoints(trainer, runs, clock, it, 0, between_evaluations=True)
                 bar.close()
                 print(f"{stop.name} received: stopped at iteration {it} and saved {runs[0].run_dir / 'checkpoints'}"
@@ -453,8 +457,7 @@ def run_training(build: Callable[[argparse.Namespace, torch.device, GaussianMixt
             if done % f.show_iter and done != f.max_iter:
                 continue
             # Evaluate, log and checkpoint.
-            synchronize(device)
-            clock.train_time += time.perf_counter() - t_train
+            close_train_interval()
             out_of_time = 0 < f.time_limit * 60 < clock.wall_time() - clock.wall_offset
             evaluate_and_log(done, clock.steps, final=done == f.max_iter or out_of_time)
             clock.steps = 0
