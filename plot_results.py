@@ -12,9 +12,9 @@ name when the folder is just ``seedN``). When the runs come from several recipes
 Writes to --out: mmd_vs_time.png and logpd_vs_time.png (the paper's two figures: mean +- one std over seeds
 against training wall time), metrics_vs_iterations.png, samples_grid.png (final samples of each method's first
 seed over the target's contours), and summary.md / summary.csv: for each run the mean of its last --last
-evaluations (of the evaluations all the method's seeds have, when some ran longer), then mean +- std (numpy's, ddof 0) over the method's seeds, with the mean number of modes covered
-and the mean fraction of samples near a mode (log density alone cannot see mode collapse), beside the paper's
-numbers for the method of the same name.
+evaluations (among the evaluations all the method's seeds have, when some ran longer), then mean +- std (numpy's,
+ddof 0) over the method's seeds, with the mean number of modes covered and the mean fraction of samples near a
+mode (log density alone cannot see mode collapse), beside the paper's numbers for the method of the same name.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ the generator's samples.
 
     python experiments/teacher_collapse.py --out experiments/figures/teacher_collapse.png
 
-Three measurements, all on the CPU, all against the analytic diffused score s*(x, sigma) of the target:
+Four measurements, all on the CPU, all against the analytic diffused score s*(x, sigma) of the target:
 
 1. Score error per sigma. ``mode`` points are x = y + sigma * eps with y ~ p (where the teacher was trained);
    ``gap`` points are uniform in the box [-45, 45]^2 but more than 4 diffused standard deviations,
@@ -94,10 +94,14 @@ def training_set_share(score_fn, target, empirical_score, x: torch.Tensor, sigma
     return num / den
 
 
-def teacher_training_set(path: str | None, target: GaussianMixture) -> GaussianMixture:
+def teacher_training_set(path: str | None, target: GaussianMixture) -> GaussianMixture | None:
     """The diffused empirical distribution of the points a teacher was trained on: train_teacher.py draws
-    --num_train_samples target samples with --seed, both recorded in the teacher file."""
-    config = torch.load(path or SHIPPED_TEACHERS[target.name], map_location="cpu", weights_only=True)["info"]["config"]
+    --num_train_samples target samples with --seed, both recorded in the teacher file (None if the file does not
+    record them; measurement 4 is then skipped)."""
+    ckpt = torch.load(path or SHIPPED_TEACHERS[target.name], map_location="cpu", weights_only=True)
+    config = ckpt.get("info", {}).get("config", {})
+    if "num_train_samples" not in config or "seed" not in config:
+        return None
     return kde_teacher(target, config["num_train_samples"], config["seed"])
 
 
@@ -179,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "mode": error_stats(score_fn, target, mode_x, sigma),
                    "gap": error_stats(score_fn, target, gap_x, sigma),
                    **bias_force(score_fn, target, x0, sigma, a.eps_draws, g)}
-            if name == "EDM teacher":
+            if name == "EDM teacher" and training_set is not None:
                 row["mode"]["training_set_share"] = training_set_share(score_fn, target, training_set.score,
                                                                        mode_x, sigma)
             rows.append(row)

@@ -65,3 +65,11 @@ def test_training_set_share_is_the_part_of_the_error_along_the_training_sets_own
     assert abs(share(shifted)) < 0.1
     # the shipped teacher's file records its training set: 20,480 points drawn with seed 0
     assert len(teacher_collapse.teacher_training_set(None, target).means) == 20_480
+
+
+def test_training_set_is_none_for_a_teacher_file_that_does_not_record_it(tmp_path):
+    shipped = torch.load(teacher_collapse.SHIPPED_TEACHERS["mog40"], weights_only=True)
+    shipped["info"] = {}
+    path = tmp_path / "teacher.pt"
+    torch.save(shipped, path)
+    assert teacher_collapse.teacher_training_set(str(path), mog40()) is None

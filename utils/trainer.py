@@ -427,7 +427,8 @@ def run_training(build: Callable[[argparse.Namespace, torch.device, GaussianMixt
         bar.set_postfix_str(progress_summary(rows), refresh=False)
 
     def close_train_interval() -> None:
-        """Wait for the queued steps (the loop's only host synchronisation), then add the time since t_train."""
+        """Wait for the queued training steps, then add the time since t_train. The loop synchronises with the
+        host only here: at an evaluation and at a stop signal."""
         synchronize(device)
         clock.train_time += time.perf_counter() - t_train
 
