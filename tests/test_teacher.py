@@ -1,5 +1,6 @@
 """Teacher mode: EDM denoiser and Heun sampler, teacher and KDE scores, the control variate, train_teacher.py,
 and VarDiU runs that follow a teacher."""
+import argparse
 import math
 
 import pytest
@@ -11,7 +12,8 @@ from losses.noise import draw_noise, make_weight
 from losses.vardiu import vardiu_loss
 from models.denoiser import EDMDenoiser, heun_sample, karras_sigmas
 from utils.targets import GaussianMixture, mog9, mog40
-from utils.teachers import SHIPPED_TEACHERS, kde_teacher, load_teacher, save_teacher
+from utils.teachers import (SHIPPED_TEACHERS, TEACHER_NOISE_FLOOR, kde_teacher, load_teacher, save_teacher,
+                            teacher_noise_floor_note)
 
 
 def test_kde_score_equals_autograd_of_its_diffused_log_density():
@@ -158,6 +160,7 @@ def test_vardiu_follows_a_teacher(tmp_path, tiny, script, extra):
     (run_dir,) = tmp_path.iterdir()
     assert ("kde_teacher" if "kde" in extra else "edm_teacher") in run_dir.name
     assert_complete_run_folder(run_dir, [0, 10, 20], 400)
+    assert "note: teacher mode with --sigma_min 0.1" in res.stderr  # the default floor is below the safe one
 
 
 def bad_teacher_files(tmp_path):
@@ -199,3 +202,13 @@ def test_teacher_script_bad_paths_and_values_are_one_line(tmp_path, argv, messag
     res = run_script("train_teacher.py", "--out_dir", str(tmp_path / "runs"),
                      *[a.replace("AFILE", str(tmp_path / "afile")) for a in argv])
     assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_teacher_mode_below_the_noise_floor_gets_a_one_line_note():
+    teacher = argparse.Namespace(true_score=False, sigma_min=0.1)
+    note = teacher_noise_floor_note(teacher)
+    assert note.startswith("note: teacher mode with --sigma_min 0.1") and "\n" not in note
+    assert f"--sigma_min {TEACHER_NOISE_FLOOR:g}" in note
+    assert teacher_noise_floor_note(argparse.Namespace(true_score=False, sigma_min=TEACHER_NOISE_FLOOR)) is None
+    assert teacher_noise_floor_note(argparse.Namespace(true_score=True, sigma_min=0.1)) is None
+    assert teacher_noise_floor_note(argparse.Namespace(sigma_min=0.1)) is None  # train_teacher.py: no score choice
