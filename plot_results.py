@@ -68,6 +68,11 @@ class MethodRuns:
     label: str
     runs: list[Run] = field(default_factory=list)
 
+    @property
+    def common_evaluations(self) -> int:
+        """How many evaluations every seed has: seeds of different lengths are compared on these."""
+        return min(len(r.logpd) for r in self.runs)
+
 
 def _log(values: list[float]) -> np.ndarray:
     arr = np.asarray(values, dtype=float)
@@ -166,7 +171,7 @@ def summarise(group: MethodRuns, last: int) -> dict:
     """Mean of each run's last ``last`` evaluations, then mean and std (ddof 0) over the runs. Seeds that ran for
     different lengths (a run still being relayed beside finished ones) are compared on the evaluations they all
     have: each run is cut to the shortest run's n evaluations first, so the row describes one iteration count."""
-    n = min(len(r.logpd) for r in group.runs)
+    n = group.common_evaluations
 
     def per_run(attr: str) -> list[float]:
         return [float(np.mean(getattr(r, attr)[:n][-last:])) for r in group.runs]
@@ -185,7 +190,7 @@ def summarise(group: MethodRuns, last: int) -> dict:
 
 def aligned(group: MethodRuns, attr: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(mean training time, mean iteration, mean, std) over seeds, per evaluation index common to all seeds."""
-    n = min(len(r.logpd) for r in group.runs)
+    n = group.common_evaluations
     values = np.stack([getattr(r, attr)[:n] for r in group.runs])
     times = np.stack([r.train_time[:n] for r in group.runs])
     iters = np.stack([r.iteration[:n] for r in group.runs])

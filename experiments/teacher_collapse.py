@@ -52,7 +52,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from utils.targets import GaussianMixture, make_target  # noqa: E402
-from utils.teachers import SHIPPED_TEACHERS, kde_teacher, load_teacher  # noqa: E402
+from utils.teachers import kde_teacher, load_teacher, teacher_path  # noqa: E402
 
 SIGMAS = [0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0]
 
@@ -98,7 +98,7 @@ def teacher_training_set(path: str | None, target: GaussianMixture) -> GaussianM
     """The diffused empirical distribution of the points a teacher was trained on: train_teacher.py draws
     --num_train_samples target samples with --seed, both recorded in the teacher file (None if the file does not
     record them; measurement 4 is then skipped)."""
-    ckpt = torch.load(path or SHIPPED_TEACHERS[target.name], map_location="cpu", weights_only=True)
+    ckpt = torch.load(teacher_path(path, target), map_location="cpu", weights_only=True)
     config = ckpt.get("info", {}).get("config", {})
     if "num_train_samples" not in config or "seed" not in config:
         return None

@@ -68,7 +68,7 @@ def test_training_set_share_is_the_part_of_the_error_along_the_training_sets_own
 
 
 def test_training_set_is_none_for_a_teacher_file_that_does_not_record_it(tmp_path):
-    shipped = torch.load(teacher_collapse.SHIPPED_TEACHERS["mog40"], weights_only=True)
+    shipped = torch.load(teacher_collapse.teacher_path(None, mog40()), weights_only=True)
     shipped["info"] = {}
     path = tmp_path / "teacher.pt"
     torch.save(shipped, path)

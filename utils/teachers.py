@@ -27,14 +27,20 @@ def save_teacher(path: str | Path, denoiser: EDMDenoiser, target: str, info: dic
                 "state_dict": {k: v.detach().cpu() for k, v in denoiser.state_dict().items()}, "info": info}, path)
 
 
+def teacher_path(path: str | Path | None, target: GaussianMixture) -> Path:
+    """The teacher file a --teacher_ckpt value names: the value itself, or (None) the teacher shipped for
+    ``target``; a target without one is a UsageError."""
+    if path is not None:
+        return Path(path)
+    if target.name not in SHIPPED_TEACHERS:
+        raise UsageError(f"no teacher ships for --target {target.name}; train one with train_teacher.py "
+                         "and pass --teacher_ckpt, or use --true_score or --teacher kde")
+    return SHIPPED_TEACHERS[target.name]
+
+
 def load_teacher(path: str | Path | None, target: GaussianMixture, device: torch.device) -> EDMDenoiser:
     """Load a frozen teacher for ``target``; a missing, corrupt or mismatched file is a UsageError."""
-    if path is None:
-        if target.name not in SHIPPED_TEACHERS:
-            raise UsageError(f"no teacher ships for --target {target.name}; train one with train_teacher.py "
-                             "and pass --teacher_ckpt, or use --true_score or --teacher kde")
-        path = SHIPPED_TEACHERS[target.name]
-    path = Path(path)
+    path = teacher_path(path, target)
     if not path.is_file():
         raise UsageError(f"--teacher_ckpt {path}: no such file; train one with train_teacher.py")
     try:
