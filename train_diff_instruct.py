@@ -20,7 +20,7 @@ from models.networks import ReferenceDiffInstructGenerator
 from utils.cli import exit_on_usage_error, require_positive, training_parser
 from utils.methods import noise_sampler, power_schedule
 from utils.targets import GaussianMixture
-from utils.teachers import load_teacher, target_score
+from utils.teachers import load_teacher, target_score, teacher_notes
 from utils.trainer import Method, Update, parse_flags, run_training
 
 SCRIPT = "train_diff_instruct.py"
@@ -58,7 +58,8 @@ def build(flags: argparse.Namespace, device: torch.device, target: GaussianMixtu
                   updates=[Update(StudentScoreLoss(noise, flags.sigma_data), ("student",), repeats=flags.score_step),
                            Update(generator_loss, ("generator",))],
                   # the reference baseline: p fixed at --power from the first iteration
-                  power_schedule=power_schedule(flags) if flags.anneal_power else ConstantPower(flags.power))
+                  power_schedule=power_schedule(flags) if flags.anneal_power else ConstantPower(flags.power),
+                  notes=teacher_notes(flags))
 
 
 @exit_on_usage_error

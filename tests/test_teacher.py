@@ -13,7 +13,7 @@ from losses.vardiu import vardiu_loss
 from models.denoiser import EDMDenoiser, heun_sample, karras_sigmas
 from utils.targets import GaussianMixture, mog9, mog40
 from utils.teachers import (SHIPPED_TEACHERS, TEACHER_NOISE_FLOOR, kde_teacher, load_teacher, save_teacher,
-                            teacher_noise_floor_note)
+                            teacher_notes)
 
 
 def test_kde_score_equals_autograd_of_its_diffused_log_density():
@@ -206,9 +206,8 @@ def test_teacher_script_bad_paths_and_values_are_one_line(tmp_path, argv, messag
 
 def test_teacher_mode_below_the_noise_floor_gets_a_one_line_note():
     teacher = argparse.Namespace(true_score=False, sigma_min=0.1)
-    note = teacher_noise_floor_note(teacher)
+    (note,) = teacher_notes(teacher)
     assert note.startswith("note: teacher mode with --sigma_min 0.1") and "\n" not in note
     assert f"--sigma_min {TEACHER_NOISE_FLOOR:g}" in note
-    assert teacher_noise_floor_note(argparse.Namespace(true_score=False, sigma_min=TEACHER_NOISE_FLOOR)) is None
-    assert teacher_noise_floor_note(argparse.Namespace(true_score=True, sigma_min=0.1)) is None
-    assert teacher_noise_floor_note(argparse.Namespace(sigma_min=0.1)) is None  # train_teacher.py: no score choice
+    assert teacher_notes(argparse.Namespace(true_score=False, sigma_min=TEACHER_NOISE_FLOOR)) == ()
+    assert teacher_notes(argparse.Namespace(true_score=True, sigma_min=0.1)) == ()

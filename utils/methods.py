@@ -10,7 +10,7 @@ import torch.nn as nn
 from losses.noise import NoiseSampler, PowerSchedule, make_weight
 from losses.vardiu import VarDiULoss
 from utils.targets import GaussianMixture
-from utils.teachers import target_score, use_control_variate
+from utils.teachers import target_score, teacher_notes, use_control_variate
 from utils.trainer import Method, Update
 
 
@@ -33,4 +33,5 @@ def vardiu_method(generator: nn.Module, posterior: nn.Module, flags: argparse.Na
                       flags.weight_reduction)
     return Method(networks={"generator": generator, "posterior": posterior},
                   learning_rates={"generator": flags.lr, "posterior": flags.posterior_lr or flags.lr},
-                  updates=[Update(loss, ("generator", "posterior"))], power_schedule=power_schedule(flags))
+                  updates=[Update(loss, ("generator", "posterior"))], power_schedule=power_schedule(flags),
+                  notes=teacher_notes(flags))

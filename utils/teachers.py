@@ -82,16 +82,17 @@ def target_score(args: argparse.Namespace, target: GaussianMixture, device: torc
 TEACHER_NOISE_FLOOR = 2.0  # the lowest --sigma_min at which the shipped MoG40 teacher kept every mode (README)
 
 
-def teacher_noise_floor_note(args: argparse.Namespace) -> str | None:
-    """A one-line note for a distillation from a teacher (not --true_score) below the noise floor that kept every
-    mode in the teacher study: there the teacher's score error can pull the generator onto a few modes once the
-    sigma schedule concentrates on small noise. None otherwise (and for scripts without a score choice)."""
-    if getattr(args, "true_score", True) or args.sigma_min >= TEACHER_NOISE_FLOOR:
-        return None
+def teacher_notes(args: argparse.Namespace) -> tuple[str, ...]:
+    """The notes (``Method.notes``) of a distillation with the score chosen by --true_score / --teacher: one line
+    when a teacher is distilled below the noise floor that kept every mode in the teacher study (there the
+    teacher's score error can pull the generator onto a few modes once the sigma schedule concentrates on small
+    noise); none otherwise."""
+    if args.true_score or args.sigma_min >= TEACHER_NOISE_FLOOR:
+        return ()
     return (f"note: teacher mode with --sigma_min {args.sigma_min:g}: below sigma {TEACHER_NOISE_FLOOR:g} the "
             "teacher's score error can pull the generator onto a few modes as the schedule concentrates there; "
             f"--sigma_min {TEACHER_NOISE_FLOOR:g} kept all modes with the shipped MoG40 teacher (README, 'Teacher "
-            "mode loses modes'; experiments/teacher_collapse.py --teacher_ckpt gives a lower bound for yours)")
+            "mode loses modes'; experiments/teacher_collapse.py --teacher_ckpt gives a lower bound for yours)",)
 
 
 def use_control_variate(args: argparse.Namespace) -> bool:

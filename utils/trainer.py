@@ -40,7 +40,6 @@ from utils.run_io import (ExternalLoggers, MetricsLog, load_checkpoint, run_fold
                           unique_run_dir, write_json)
 from utils.seeds import Networks, load_optimizer_state_for_seed, optimizer_state_for_seed, parse_seeds
 from utils.targets import GaussianMixture, make_target
-from utils.teachers import teacher_noise_floor_note
 
 LossFn = Callable[[dict[str, nn.Module], torch.Tensor], dict[str, torch.Tensor]]
 SampleFn = Callable[[nn.Module, int, torch.Generator], torch.Tensor]
@@ -82,6 +81,7 @@ class Method:
     power_schedule: Callable[[int], float]
     eval_network: str = "generator"
     sample: SampleFn = sample_from_module
+    notes: tuple[str, ...] = ()  # one-line notes on the chosen settings, printed once after the run-folder line
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -395,7 +395,7 @@ def run_training(build: Callable[[argparse.Namespace, torch.device, GaussianMixt
     where = runs[0].run_dir if len(runs) == 1 else f"{len(runs)} folders, {runs[0].run_dir} ..."
     print(f"run folder: {where}  (device {device}, {MODE_NAMES[mode]}"
           f"{f', {len(runs)} vectorised seeds' if len(runs) > 1 else ''})", file=sys.stderr)
-    if note := teacher_noise_floor_note(f):
+    for note in trainer.method.notes:
         print(note, file=sys.stderr)
     bar = tqdm(total=f.max_iter, initial=clock.iteration, disable=f.no_progress, dynamic_ncols=True,
                mininterval=1.0, desc=runs[0].run_dir.name, file=sys.stderr)
