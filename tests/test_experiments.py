@@ -5,7 +5,9 @@ import math
 
 import torch
 
-from experiments import gradient_bias, teacher_collapse
+import train_upper_diffusion
+from conftest import TINY, run_script
+from experiments import adam_bands, gradient_bias, teacher_collapse
 from utils.targets import mog40
 
 
@@ -73,3 +75,29 @@ def test_training_set_is_none_for_a_teacher_file_that_does_not_record_it(tmp_pat
     path = tmp_path / "teacher.pt"
     torch.save(shipped, path)
     assert teacher_collapse.teacher_training_set(str(path), mog40()) is None
+
+
+def test_adam_bands_parts_add_up_to_the_whole_gradient():
+    flags = train_upper_diffusion.build_parser().parse_args(["--width", "16", "--depth", "2", "--batch_size", "64"])
+    method = train_upper_diffusion.build(flags, torch.device("cpu"), mog40())
+    bands = [(0.1, 1.0), (1.0, 2.0), (2.0, math.inf)]
+    parts = adam_bands.generator_gradients(method, 3.0, 2, bands, seed=0)  # [2 batches, 3 bands, params]
+    whole = adam_bands.generator_gradients(method, 3.0, 2, None, seed=0)[:, 0]
+    assert torch.allclose(parts.sum(1), whole, atol=1e-6 * whole.abs().max().item())
+    assert (parts.abs().sum(2) > 0).all()  # at power 3 every band has samples in a batch of 64
+
+
+def test_adam_bands_experiment_runs(tmp_path):
+    res = run_script("train_upper_diffusion.py", "-true_score", *TINY, "--max_iter", "10", "--show_iter", "10",
+                     "--out_dir", str(tmp_path), "--name", "run")
+    assert res.returncode == 0, res.stderr
+    out = adam_bands.main(["--load", str(tmp_path / "run"), "--batches", "3", "--powers", "0.1", "3",
+                           "--out", str(tmp_path / "a.json")])
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads(json.dumps(out))
+    first, later = out["rows"]
+    assert first["normaliser_median_ratio"] == 1.0 and first["band_share_of_samples"][-1] == 1.0
+    for row in out["rows"]:
+        assert math.isclose(sum(row["band_share_of_v"]), 1.0, rel_tol=1e-5)
+        assert math.isclose(sum(row["band_share_of_samples"]), 1.0, rel_tol=1e-5)
+    assert later["band_share_of_samples"][0] > 0.2 and later["normaliser_rms_ratio"] > 1.0
+    assert 0 < out["check"]["sum_ratio_estimated_to_stored"] < math.inf
