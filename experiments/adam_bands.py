@@ -15,8 +15,8 @@ For the generator and posterior of a checkpoint this draws --batches minibatches
   - how much the step that *every* band gets shrinks from the lowest power on: sqrt(v_j(p) / v_j(p0)), median and
     the ratio of the parameters' RMS (sqrt(sum_j v_j(p) / sum_j v_j(p0))),
   - each band's share of sum_j E[g_b,j^2] and of the samples,
-for the loss given by --weight / --weight_reduction sample / --teacher (the teacher study's matched schedule by
-default). As a check of the method, it also estimates v at the checkpoint's own loss and power and compares it with
+for the loss given by --weight (per-sample reduction) and --teacher_ckpt / --true_score (the teacher study's matched
+schedule by default). As a check of the method, it also estimates v at the checkpoint's own loss and power and compares it with
 the second moment Adam stored in the checkpoint (``exp_avg_sq``).
 """
 from __future__ import annotations
@@ -31,11 +31,21 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from losses.noise import make_weight  # noqa: E402
-from train_upper_diffusion import build  # noqa: E402
+from losses.noise import WEIGHT_POWERS  # noqa: E402
+from train_upper_diffusion import SCRIPT, build  # noqa: E402
+from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
 from utils.methods import power_schedule  # noqa: E402
 from utils.run_io import load_checkpoint  # noqa: E402
 from utils.targets import make_target  # noqa: E402
+from utils.trainer import Method  # noqa: E402
+
+
+def trained_method(flags: argparse.Namespace, state: dict) -> Method:
+    """The VarDiU Gaussian method of ``flags`` (its loss) with the networks of checkpoint ``state``, on the CPU."""
+    method = build(flags, torch.device("cpu"), make_target(flags.target))
+    for name, module in method.networks.items():
+        module.load_state_dict(state["modules"][name])
+    return method
 
 
 def generator_gradients(method, power: float, batches: int, bands: list[tuple[float, float]] | None,
@@ -64,21 +74,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--powers", type=float, nargs="+", default=[0.1, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0])
     parser.add_argument("--bands", type=float, nargs="+", default=[0.1, 1.0, 2.0, 20.0],
                         help="band edges of sigma (the first and last are --sigma_min and --sigma_max)")
-    parser.add_argument("--weight", default="uniform")
+    parser.add_argument("--weight", default="uniform", choices=sorted(WEIGHT_POWERS))
     parser.add_argument("--teacher_ckpt", default=None, help="EDM teacher (default: the shipped one)")
     parser.add_argument("--true_score", action="store_true", help="the analytic score instead of the teacher")
     parser.add_argument("--batches", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="experiments/figures/adam_bands.json")
     a = parser.parse_args(argv)
+    if len(a.bands) < 2 or any(hi <= lo for lo, hi in zip(a.bands, a.bands[1:])) or a.bands[0] <= 0:
+        raise UsageError(f"--bands {' '.join(map(str, a.bands))}: give at least two increasing positive edges")
     torch.manual_seed(a.seed)
 
     _, state = load_checkpoint(a.load)
     trained = argparse.Namespace(**state["config"])
-    target = make_target(trained.target)
-    method = build(trained, torch.device("cpu"), target)
-    for name, module in method.networks.items():
-        module.load_state_dict(state["modules"][name])
+    if state["config"].get("script") != SCRIPT:
+        raise UsageError(f"--load {a.load}: not a run of {SCRIPT} (the Gaussian posterior); pick one that is")
+    method = trained_method(trained, state)
 
     # The check: v at the checkpoint's own loss and power against the exp_avg_sq Adam stored.
     own_power = power_schedule(trained)(state["iteration"])
@@ -86,8 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     stored = torch.cat([s["exp_avg_sq"].reshape(-1)
                         for _, s in sorted(state["optimizers"]["generator"]["state"].items())])
     estimated = g.pow(2).mean(0)
-    live = (estimated > 0) & (stored > 0)  # parameters that get a gradient (a dead unit's do not)
-    estimated, stored = estimated[live], stored[live]
+    gets_gradient = (estimated > 0) & (stored > 0)  # a dead unit's parameters do not
+    estimated, stored = estimated[gets_gradient], stored[gets_gradient]
     check = {"iteration": state["iteration"], "power": own_power, "weight": trained.weight,
              "weight_reduction": trained.weight_reduction, "true_score": trained.true_score,
              "median_ratio_estimated_to_stored": float((estimated / stored).median()),
@@ -102,10 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     study.weight, study.weight_reduction, study.true_score = a.weight, "sample", a.true_score
     study.teacher, study.teacher_ckpt = "edm", a.teacher_ckpt
     study.sigma_min, study.sigma_max = a.bands[0], a.bands[-1]
-    method = build(study, torch.device("cpu"), target)
-    for name, module in method.networks.items():
-        module.load_state_dict(state["modules"][name])
-    make_weight(study.weight, study.sigma_max)  # fail early on an unknown --weight
+    method = trained_method(study, state)
     bands = list(zip(a.bands[:-1], a.bands[1:]))
     bands[-1] = (bands[-1][0], float("inf"))  # sigma_max itself belongs to the last band
     rows, v0 = [], None
@@ -138,4 +146,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_usage_error(main)()

@@ -3,11 +3,13 @@ experiments/teacher_collapse.py measures what it says on teachers whose errors a
 import json
 import math
 
+import pytest
 import torch
 
 import train_upper_diffusion
 from conftest import TINY, run_script
 from experiments import adam_bands, gradient_bias, teacher_collapse
+from utils.cli import UsageError
 from utils.targets import mog40
 
 
@@ -101,3 +103,8 @@ def test_adam_bands_experiment_runs(tmp_path):
         assert math.isclose(sum(row["band_share_of_samples"]), 1.0, rel_tol=1e-5)
     assert later["band_share_of_samples"][0] > 0.2 and later["normaliser_rms_ratio"] > 1.0
     assert 0 < out["check"]["sum_ratio_estimated_to_stored"] < math.inf
+
+
+def test_adam_bands_bad_bands_are_a_usage_error():
+    with pytest.raises(UsageError, match="increasing positive edges"):
+        adam_bands.main(["--load", "unused", "--bands", "2", "1"])
