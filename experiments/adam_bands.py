@@ -1,5 +1,5 @@
-"""What Adam's normaliser does as the sigma-sampler power rises: measured band by band on a trained VarDiU
-Gaussian run (teacher study, README).
+"""What Adam's normaliser does as the sigma-sampler power rises: measured band by band on a trained VarDiU run
+(Gaussian or flow posterior; teacher study, README).
 
     python experiments/adam_bands.py --load RUN_FOLDER --out experiments/figures/adam_bands.json
 
@@ -32,7 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from losses.noise import WEIGHT_POWERS  # noqa: E402
-from train_upper_diffusion import SCRIPT, build  # noqa: E402
+import train_upper_diffusion  # noqa: E402
+import train_upper_flow  # noqa: E402
 from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
 from utils.methods import power_schedule  # noqa: E402
 from utils.run_io import load_checkpoint  # noqa: E402
@@ -40,9 +41,12 @@ from utils.targets import make_target  # noqa: E402
 from utils.trainer import Method  # noqa: E402
 
 
+BUILDS = {script.SCRIPT: script.build for script in (train_upper_diffusion, train_upper_flow)}
+
+
 def trained_method(flags: argparse.Namespace, state: dict) -> Method:
-    """The VarDiU Gaussian method of ``flags`` (its loss) with the networks of checkpoint ``state``, on the CPU."""
-    method = build(flags, torch.device("cpu"), make_target(flags.target))
+    """The VarDiU method of ``flags`` (its loss) with the networks of checkpoint ``state``, on the CPU."""
+    method = BUILDS[state["config"]["script"]](flags, torch.device("cpu"), make_target(flags.target))
     for name, module in method.networks.items():
         module.load_state_dict(state["modules"][name])
     return method
@@ -70,7 +74,7 @@ def generator_gradients(method, power: float, batches: int, bands: list[tuple[fl
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--load", required=True, help="a VarDiU Gaussian run folder (its checkpoints/last.pt)")
+    parser.add_argument("--load", required=True, help="a VarDiU run folder (its checkpoints/last.pt)")
     parser.add_argument("--powers", type=float, nargs="+", default=[0.1, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0])
     parser.add_argument("--bands", type=float, nargs="+", default=[0.1, 1.0, 2.0, 20.0],
                         help="band edges of sigma (the first and last are --sigma_min and --sigma_max)")
@@ -87,8 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     _, state = load_checkpoint(a.load)
     trained = argparse.Namespace(**state["config"])
-    if state["config"].get("script") != SCRIPT:
-        raise UsageError(f"--load {a.load}: not a run of {SCRIPT} (the Gaussian posterior); pick one that is")
+    if state["config"].get("script") not in BUILDS:
+        raise UsageError(f"--load {a.load}: not a VarDiU run (of {' or '.join(BUILDS)}); pick one that is")
     method = trained_method(trained, state)
 
     # The check: v at the checkpoint's own loss and power against the exp_avg_sq Adam stored.
