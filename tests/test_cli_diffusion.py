@@ -50,6 +50,13 @@ def test_resume_equals_uninterrupted_run(tmp_path, tiny):
     assert len({r["power"] for r in a}) == 5  # the schedule moved between every two evaluations
     assert np.array_equal(np.load(tmp_path / "full" / "samples.npy"), np.load(tmp_path / "part" / "samples.npy"))
     assert len(json.loads((tmp_path / "part" / "lists" / "logpd_list.json").read_text())) == 5
+    # config.json is this command's; the first command's resumable flags are kept under "segments".
+    config = json.loads((tmp_path / "part" / "config.json").read_text())
+    assert config["max_iter"] == 40 and config["load"] == [str(tmp_path / "part")]
+    [first] = config["segments"]
+    assert first["max_iter"] == 20 and first["load"] is None and first["until_iteration"] == 20
+    assert first["device_resolved"] == "cpu" and "segments" not in first
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["segments"] == []
 
 
 def test_resume_rejects_changed_training_flags(tmp_path, tiny):

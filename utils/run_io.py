@@ -2,7 +2,8 @@
 
 Layout of a run folder::
 
-    config.json                 every flag and derived setting of the run
+    config.json                 every flag and derived setting of the run (after a --load: this command's, and
+                                under "segments" what each earlier command set that a resume may change)
     metrics.csv                 one row per evaluation: METRIC_COLUMNS, the scalars the method's losses return (means
                                 since the previous evaluation), power
     lists/logpd_list.json       the reference repo's lists: log density, MMD, training time per evaluation

@@ -48,7 +48,9 @@ SampleFn = Callable[[nn.Module, int, torch.Generator], torch.Tensor]
 RESUME_OVERRIDABLE = {"max_iter", "device", "show_iter", "plot_every", "save_every", "eval_samples", "load",
                       "time_limit", "tensorboard", "wandb", "wandb_project", "no_progress", "mode",
                       "checkpoint_minutes"}
-PER_SEED_CONFIG = {"seed", "run_dir", "name", "load", "vectorised_seeds"}
+PER_SEED_CONFIG = {"seed", "run_dir", "name", "load", "vectorised_seeds", "segments"}
+# What config.json keeps of each earlier command of a resumed run (its "segments"): what a resume may change.
+SEGMENT_KEYS = sorted(RESUME_OVERRIDABLE | {"vectorised_seeds", "device_resolved", "torch_version"})
 REFERENCE_SET_SEED = 12345  # seed of the fixed target sample set that MMD is measured against
 
 
@@ -247,24 +249,35 @@ class SeedRun:
     loggers: ExternalLoggers
 
 
+def earlier_segments(checkpoint: dict) -> list[dict]:
+    """The earlier commands of a resumed run, oldest first, for its config.json: the checkpoint's own list plus the
+    command that wrote the checkpoint (its SEGMENT_KEYS values and ``until_iteration``, the checkpoint's iteration,
+    where this command takes over). So a run that went over several commands records each one's device, --mode
+    and --time_limit, not only the last one's."""
+    config = checkpoint["config"]
+    last = {key: config.get(key) for key in SEGMENT_KEYS} | {"until_iteration": checkpoint["iteration"]}
+    return config.get("segments", []) + [last]
+
+
 def open_run_folders(flags: Flags, script: str, run_prefix: str, device: torch.device) -> list[SeedRun]:
     """One run folder per seed: a resumed run's own folders, or new ones (never reusing a folder); each gets
-    config.json (every flag, the resolved device, the torch version) and its metrics log."""
+    config.json (every flag, the resolved device, the torch version, and for a resumed run its earlier commands)
+    and its metrics log."""
     values, seeds = flags.values, flags.seeds
     runs = []
     for i, seed in enumerate(seeds):
         if flags.checkpoints:
             path, state = flags.checkpoints[i]
-            run_dir, history = path.parent.parent, state["history"]
+            run_dir, history, segments = path.parent.parent, state["history"], earlier_segments(state)
         else:
             name = run_folder_name(values.name, seed, len(seeds)) if values.name else \
                 default_run_name(run_prefix, values, seed)
-            run_dir, history = unique_run_dir(values.out_dir, name), []
+            run_dir, history, segments = unique_run_dir(values.out_dir, name), [], []
         for sub in ("plots", "checkpoints"):
             (run_dir / sub).mkdir(exist_ok=True)
         config = dict(vars(values), seed=seed, seeds=None, vectorised_seeds=seeds if len(seeds) > 1 else None,
                       script=script, run_dir=str(run_dir), device_resolved=str(device),
-                      torch_version=str(torch.__version__))
+                      torch_version=str(torch.__version__), segments=segments)
         write_json(run_dir / "config.json", config)
         runs.append(SeedRun(i, seed, run_dir, config, MetricsLog(run_dir, history),
                             ExternalLoggers(run_dir, config, values.tensorboard, values.wandb, values.wandb_project)))
