@@ -30,6 +30,11 @@ Four measurements, all on the CPU, all against the analytic diffused score s*(x,
    training set's own error, <s_T - s*, s_N - s*> / |s_N - s*|^2 (sums over points): 1 when the teacher's error is
    exactly the sampling error of its N points, 0 when unrelated to it. N and the seed come from the teacher file.
 
+5. Optionally the authors' own teacher (``--reference_teacher``: the file ``edm_network.pth`` of the authors'
+   repository Leyangw/VarDiU at bf35f42, which their teacher rows used; not shipped here and never downloaded: pass
+   the path of a copy you fetched), measured with the same points beside ours, so that the two teachers' errors
+   can be compared at every noise level.
+
 The script ends by naming, for each teacher, the smallest sigma from which on its bias force stays below the
 lost-mode signal: a noise floor (--sigma_min of the distillation) at which the teacher's error can no longer
 outweigh the force that keeps every mode.
@@ -51,10 +56,41 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
 from utils.targets import GaussianMixture, make_target  # noqa: E402
 from utils.teachers import kde_teacher, load_teacher, teacher_path  # noqa: E402
 
 SIGMAS = [0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0]
+
+
+def reference_teacher(path: str, dim: int = 2):
+    """The authors' teacher file as a score function ``(x [N, d], sigma [N]) -> [N, d]``.
+
+    Their denoiser (``ScoreNet`` in their ``model.py``) is a plain MLP, ``[x, sigma repeated d times]`` (2d inputs)
+    -> 4 hidden layers with SiLU -> ``D`` (d outputs), with no EDM preconditioning; it was trained with the EDM
+    loss (weight (sigma^2 + 10^2) / (10 sigma)^2). Their VarDiU scripts use ``(D(x_t, sigma) - x0) / sigma^2``, the
+    teacher score ``s = (D(x_t, sigma) - x_t) / sigma^2`` plus ``eps / sigma``; the score is what is measured here.
+    The width is read from the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        width = state["net.0.weight"].shape[0]
+        layers = [torch.nn.Linear(2 * dim, width)]
+        for _ in range(3):
+            layers += [torch.nn.SiLU(), torch.nn.Linear(width, width)]
+        net = torch.nn.Sequential(*layers, torch.nn.SiLU(), torch.nn.Linear(width, dim))
+        net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
+    except FileNotFoundError:
+        raise UsageError(f"--reference_teacher {path}: no such file") from None
+    except Exception as err:  # not a state dict of that network
+        raise UsageError(f"--reference_teacher {path}: not the authors' edm_network.pth "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    net.eval().requires_grad_(False)
+
+    def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s = sigma.reshape(-1, 1)
+        return (net(torch.cat([x, s.expand(-1, x.shape[-1])], dim=-1)) - x) / s**2
+
+    return score
 
 
 def gap_points(target, sigma: float, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -159,6 +195,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eps_draws", type=int, default=16, help="noise draws per x0 for the bias force")
     p.add_argument("--lost_modes", type=int, default=8, help="modes removed, one at a time, for the lost-mode signal")
     p.add_argument("--no_kde", action="store_true", help="skip the KDE teacher (the slow part)")
+    p.add_argument("--reference_teacher", default=None, metavar="PATH",
+                   help="also measure the authors' teacher: a copy of edm_network.pth from Leyangw/VarDiU (bf35f42)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="experiments/figures/teacher_collapse.png")
     a = p.parse_args(argv)
@@ -166,6 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(a.seed)
     target = make_target(a.target)
     teachers = {"EDM teacher": load_teacher(a.teacher_ckpt, target, torch.device("cpu")).score}
+    if a.reference_teacher:
+        teachers["authors' teacher"] = reference_teacher(a.reference_teacher, target.dim)
     if not a.no_kde:
         teachers[f"KDE ({a.kde_samples} samples)"] = kde_teacher(target, a.kde_samples, a.seed).score
     training_set = teacher_training_set(a.teacher_ckpt, target)
@@ -231,4 +271,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_usage_error(main)()
