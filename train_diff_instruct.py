@@ -3,7 +3,8 @@
     python train_diff_instruct.py -true_score --sigma_min 0.1 --sigma_max 20 --power 2.0 --weight sigma2 --score_step 10 --seed 0
 
 The student score network is a denoiser of the teacher's architecture initialised from --teacher_ckpt (also with
---true_score, which only replaces the target score of the generator update). As in the reference baseline the
+--true_score, which only replaces the target score of the generator update; with --teacher authors it is the
+authors' network, as in their baseline). As in the reference baseline the
 sigma-sampler power stays fixed at --power; --anneal_power uses VarDiU's annealing for a matched comparison.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from models.networks import ReferenceDiffInstructGenerator
 from utils.cli import exit_on_usage_error, require_positive, training_parser
 from utils.methods import noise_sampler, power_schedule
 from utils.targets import GaussianMixture
-from utils.teachers import load_teacher, target_score, teacher_notes
+from utils.teachers import target_score, teacher_network, teacher_notes
 from utils.trainer import Method, Update, parse_flags, run_training
 
 SCRIPT = "train_diff_instruct.py"
@@ -48,7 +49,7 @@ def build(flags: argparse.Namespace, device: torch.device, target: GaussianMixtu
     (student score - target score); both draw sigma from the same sampler."""
     require_positive(flags, ["score_step"], integer=True)
     require_positive(flags, ["score_lr", "sigma_data"])
-    student = copy.deepcopy(load_teacher(flags.teacher_ckpt, target, device)).requires_grad_(True).train()
+    student = copy.deepcopy(teacher_network(flags, target, device)).requires_grad_(True).train()
     make_generator = ReferenceDiffInstructGenerator if flags.reference_generator_input else Generator
     generator = make_generator(target.dim, flags.width, flags.depth).to(device)
     noise = noise_sampler(flags, device)

@@ -56,41 +56,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
+from utils.cli import exit_on_usage_error  # noqa: E402
 from utils.targets import GaussianMixture, make_target  # noqa: E402
-from utils.teachers import kde_teacher, load_teacher, teacher_path  # noqa: E402
+from utils.teachers import kde_teacher, load_reference_teacher, load_teacher, teacher_path  # noqa: E402
 
 SIGMAS = [0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0]
-
-
-def reference_teacher(path: str, dim: int = 2):
-    """The authors' teacher file as a score function ``(x [N, d], sigma [N]) -> [N, d]``.
-
-    Their denoiser (``ScoreNet`` in their ``model.py``) is a plain MLP, ``[x, sigma repeated d times]`` (2d inputs)
-    -> 4 hidden layers with SiLU -> ``D`` (d outputs), with no EDM preconditioning; it was trained with the EDM
-    loss (weight (sigma^2 + 10^2) / (10 sigma)^2). Their VarDiU scripts use ``(D(x_t, sigma) - x0) / sigma^2``, the
-    teacher score ``s = (D(x_t, sigma) - x_t) / sigma^2`` plus ``eps / sigma``; the score is what is measured here.
-    The width is read from the file."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        width = state["net.0.weight"].shape[0]
-        layers = [torch.nn.Linear(2 * dim, width)]
-        for _ in range(3):
-            layers += [torch.nn.SiLU(), torch.nn.Linear(width, width)]
-        net = torch.nn.Sequential(*layers, torch.nn.SiLU(), torch.nn.Linear(width, dim))
-        net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
-    except FileNotFoundError:
-        raise UsageError(f"--reference_teacher {path}: no such file") from None
-    except Exception as err:  # not a state dict of that network
-        raise UsageError(f"--reference_teacher {path}: not the authors' edm_network.pth "
-                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    net.eval().requires_grad_(False)
-
-    def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        s = sigma.reshape(-1, 1)
-        return (net(torch.cat([x, s.expand(-1, x.shape[-1])], dim=-1)) - x) / s**2
-
-    return score
 
 
 def gap_points(target, sigma: float, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -205,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     target = make_target(a.target)
     teachers = {"EDM teacher": load_teacher(a.teacher_ckpt, target, torch.device("cpu")).score}
     if a.reference_teacher:
-        teachers["authors' teacher"] = reference_teacher(a.reference_teacher, target.dim)
+        teachers["authors' teacher"] = load_reference_teacher(a.reference_teacher, target, torch.device("cpu")).score
     if not a.no_kde:
         teachers[f"KDE ({a.kde_samples} samples)"] = kde_teacher(target, a.kde_samples, a.seed).score
     training_set = teacher_training_set(a.teacher_ckpt, target)

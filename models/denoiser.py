@@ -5,6 +5,7 @@
     c_in = 1 / sqrt(sigma^2 + s_d^2),    c_noise = log(sigma) / 4,        s_d = sigma_data
 
 F is the project's MLP on (c_in x, c_noise). The diffused score it implies is (D(x, sigma) - x) / sigma^2.
+``ReferenceDenoiser`` is the authors' teacher network (no preconditioning), for their teacher file.
 """
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ import torch.nn as nn
 from models.networks import MLP
 
 
-class EDMDenoiser(nn.Module):
+class Denoiser(nn.Module):
+    """A denoiser D(x, sigma): x [B, d], sigma [B] (or a scalar tensor) -> denoised x [B, d], and its score."""
+
+    def score(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The diffused score the denoiser implies, (D(x, sigma) - x) / sigma^2. [B, d]."""
+        return (self(x, sigma) - x) / sigma.to(x.dtype).reshape(-1, 1) ** 2
+
+
+class EDMDenoiser(Denoiser):
     """D(x, sigma): x [B, d], sigma [B] (or a scalar tensor) -> denoised x [B, d]."""
 
     def __init__(self, dim: int = 2, width: int = 400, depth: int = 4, sigma_data: float = 10.0):
@@ -33,9 +42,21 @@ class EDMDenoiser(nn.Module):
         c_noise = sigma.log() / 4
         return c_skip * x + c_out * self.net(torch.cat([c_in * x, c_noise], dim=-1))
 
-    def score(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """The diffused score the denoiser implies, (D(x, sigma) - x) / sigma^2. [B, d]."""
-        return (self(x, sigma) - x) / sigma.to(x.dtype).reshape(-1, 1) ** 2
+
+class ReferenceDenoiser(Denoiser):
+    """The authors' teacher network (``ScoreNet`` of Leyangw/VarDiU at bf35f42, file ``edm_network.pth``):
+    D(x, sigma) = F([x, sigma 1_d]), the project's MLP on x and sigma repeated d times (2d inputs), with no EDM
+    preconditioning; their EDM loss (sigma_data 10) trained F to give the denoised point directly. Its state dict
+    loads as is (``net.0`` ... ``net.8``). x [B, d], sigma [B] (or a scalar tensor) -> [B, d]."""
+
+    def __init__(self, dim: int = 2, width: int = 400, depth: int = 4):
+        super().__init__()
+        self.dim, self.width, self.depth = dim, width, depth
+        self.net = MLP(2 * dim, dim, width, depth)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.to(x.dtype).reshape(-1, 1).expand(x.shape[0], x.shape[-1])
+        return self.net(torch.cat([x, sigma], dim=-1))
 
 
 def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0,

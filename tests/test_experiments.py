@@ -44,35 +44,6 @@ def test_teacher_error_measures_are_zero_for_the_exact_score_and_see_a_known_err
     assert len(gap) > 100 and bool((dist * target.std > 4 * math.sqrt(target.std**2 + 0.25)).all())
 
 
-def test_reference_teacher_reads_the_authors_layout_as_a_score(tmp_path):
-    """The authors' teacher file: a state dict of net.{0,2,4,6,8} (Linear layers between SiLUs) on [x, sigma, sigma]
-    giving D; the score is (D - x) / sigma^2. Checked against a forward pass written out here, and on a network whose
-    last layer is zero (D = 0, so the score is -x / sigma^2)."""
-    g = torch.Generator().manual_seed(3)
-    sizes = [(4, 8), (8, 8), (8, 8), (8, 8), (8, 2)]
-    state = {}
-    for i, (n_in, n_out) in enumerate(sizes):
-        state[f"net.{2 * i}.weight"] = torch.randn(n_out, n_in, generator=g) / n_in**0.5
-        state[f"net.{2 * i}.bias"] = torch.randn(n_out, generator=g) * 0.1
-    path = tmp_path / "edm_network.pth"
-    torch.save(state, path)
-    score = teacher_collapse.reference_teacher(str(path))
-    x, sigma = torch.randn(16, 2, generator=g) * 5, torch.rand(16, generator=g) * 3 + 0.1
-    h = torch.cat([x, sigma[:, None], sigma[:, None]], dim=-1)
-    for i in range(4):
-        h = torch.nn.functional.silu(h @ state[f"net.{2 * i}.weight"].T + state[f"net.{2 * i}.bias"])
-    denoised = h @ state["net.8.weight"].T + state["net.8.bias"]
-    assert torch.allclose(score(x, sigma), (denoised - x) / sigma[:, None] ** 2, atol=1e-5)
-    state["net.8.weight"].zero_(), state["net.8.bias"].zero_()
-    torch.save(state, path)
-    assert torch.allclose(teacher_collapse.reference_teacher(str(path))(x, sigma), -x / sigma[:, None] ** 2)
-    with pytest.raises(UsageError, match="no such file"):
-        teacher_collapse.reference_teacher(str(tmp_path / "missing.pth"))
-    torch.save({"net.0.weight": torch.zeros(8, 4)}, path)
-    with pytest.raises(UsageError, match="not the authors"):
-        teacher_collapse.reference_teacher(str(path))
-
-
 def test_lost_mode_signal_and_noise_floor():
     target, g = mog40(), torch.Generator().manual_seed(1)
     # A lost mode leaves a force behind; it is largest on the samples next to the lost mode, so its RMS is > 0.

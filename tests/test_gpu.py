@@ -8,6 +8,7 @@ import torch
 from conftest import TINY, read_metrics, run_script
 from utils.fast import make_iteration_runner
 from utils.targets import make_target
+from models.denoiser import ReferenceDenoiser
 from models.networks import MLP
 from utils.trainer import build_trainer, set_precision
 
@@ -51,6 +52,16 @@ def run_without_sync(trainer, power: float) -> dict:
 def test_training_iteration_has_no_host_synchronisation(script, flags):
     sums = run_without_sync(make_trainer(script, flags, [0]), power=0.5)
     assert sums and all(torch.isfinite(v).all() for v in sums.values())
+
+
+def test_authors_teacher_iteration_has_no_host_synchronisation(tmp_path):
+    """--teacher authors: a file laid out as the authors' edm_network.pth (their network at its size)."""
+    path = tmp_path / "edm_network.pth"
+    torch.save(ReferenceDenoiser(2, 400, 4).state_dict(), path)
+    for script in ["train_upper_diffusion", "train_diff_instruct"]:
+        sums = run_without_sync(make_trainer(script, ["--teacher", "authors", "--teacher_ckpt", str(path)], [0]),
+                                power=0.5)
+        assert sums and all(torch.isfinite(v).all() for v in sums.values())
 
 
 FAST_PATH_CASES = {

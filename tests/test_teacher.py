@@ -12,8 +12,9 @@ from losses.noise import draw_noise, make_weight
 from losses.vardiu import vardiu_loss
 from models.denoiser import EDMDenoiser, heun_sample, karras_sigmas
 from utils.targets import GaussianMixture, mog9, mog40
-from utils.teachers import (SHIPPED_TEACHERS, TEACHER_NOISE_FLOOR, kde_teacher, load_teacher, save_teacher,
-                            teacher_notes)
+from utils.cli import UsageError
+from utils.teachers import (SHIPPED_TEACHERS, TEACHER_NOISE_FLOOR, kde_teacher, load_reference_teacher, load_teacher,
+                            save_teacher, teacher_notes)
 
 
 def test_kde_score_equals_autograd_of_its_diffused_log_density():
@@ -163,6 +164,60 @@ def test_vardiu_follows_a_teacher(tmp_path, tiny, script, extra):
     assert "note: teacher mode with --sigma_min 0.1" in res.stderr  # the default floor is below the safe one
 
 
+def authors_teacher_file(path, width=8, seed=3):
+    """A file laid out as the authors' edm_network.pth: a bare state dict net.{0,2,4,6,8}.{weight,bias} of Linear
+    layers (4 -> width x 3 -> 2) that sit between SiLUs, written by hand here. Returns the state dict."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = [(4, width), (width, width), (width, width), (width, width), (width, 2)]
+    state = {}
+    for i, (n_in, n_out) in enumerate(sizes):
+        state[f"net.{2 * i}.weight"] = torch.randn(n_out, n_in, generator=g) / n_in**0.5
+        state[f"net.{2 * i}.bias"] = torch.randn(n_out, generator=g) * 0.1
+    torch.save(state, path)
+    return state
+
+
+def test_authors_teacher_file_reads_as_its_denoiser_and_score(tmp_path):
+    """D(x, sigma) = F([x, sigma, sigma]) with no preconditioning, and the score (D - x) / sigma^2: checked against
+    the forward pass written out here, and on a network whose last layer is zero (D = 0, score -x / sigma^2)."""
+    path = tmp_path / "edm_network.pth"
+    state = authors_teacher_file(path)
+    teacher = load_reference_teacher(path, mog40(), torch.device("cpu"))
+    g = torch.Generator().manual_seed(4)
+    x, sigma = torch.randn(16, 2, generator=g) * 5, torch.rand(16, generator=g) * 3 + 0.1
+    h = torch.cat([x, sigma[:, None], sigma[:, None]], dim=-1)
+    for i in range(4):
+        h = torch.nn.functional.silu(h @ state[f"net.{2 * i}.weight"].T + state[f"net.{2 * i}.bias"])
+    denoised = h @ state["net.8.weight"].T + state["net.8.bias"]
+    assert torch.allclose(teacher(x, sigma), denoised, atol=1e-5)
+    assert torch.allclose(teacher.score(x, sigma), (denoised - x) / sigma[:, None] ** 2, atol=1e-5)
+    state["net.8.weight"].zero_(), state["net.8.bias"].zero_()
+    torch.save(state, path)
+    zero = load_reference_teacher(path, mog40(), torch.device("cpu"))
+    assert torch.allclose(zero.score(x, sigma), -x / sigma[:, None] ** 2)
+    with pytest.raises(UsageError, match="needs --teacher_ckpt"):
+        load_reference_teacher(None, mog40(), torch.device("cpu"))
+    with pytest.raises(UsageError, match="not the authors' edm_network.pth"):
+        load_reference_teacher(SHIPPED_TEACHERS["mog40"], mog40(), torch.device("cpu"))
+
+
+def test_vardiu_and_diff_instruct_follow_the_authors_teacher(tmp_path, tiny):
+    path = tmp_path / "edm_network.pth"
+    authors_teacher_file(path)
+    common = [*tiny, "--teacher", "authors", "--teacher_ckpt", str(path), "--max_iter", "20", "--show_iter", "10",
+              "--out_dir", str(tmp_path / "runs")]
+    res = run_script("train_upper_diffusion.py", *common)
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert "authors_teacher" in run_dir.name
+    assert_complete_run_folder(run_dir, [0, 10, 20], 400)
+    res = run_script("train_diff_instruct.py", *common, "--name", "di")
+    assert res.returncode == 0, res.stderr
+    ckpt = torch.load(tmp_path / "runs" / "di" / "checkpoints" / "last.pt", weights_only=False)
+    student = ckpt["modules"]["student"]
+    assert student["net.0.weight"].shape == (8, 4)  # the authors' network on [x, sigma, sigma], as their baseline
+
+
 def bad_teacher_files(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00garbage")
@@ -184,6 +239,9 @@ def bad_teacher_files(tmp_path):
     (["--target", "mog9"], "no teacher ships for --target mog9"),
     (["--teacher", "kde", "--kde_samples", "0"], "--kde_samples must be a positive integer"),
     (["--teacher", "gan"], "invalid choice: 'gan'"),
+    (["--teacher", "authors"], "--teacher authors needs --teacher_ckpt PATH"),
+    (["--teacher", "authors", "--teacher_ckpt", "SHIPPED"], "not the authors' edm_network.pth"),
+    (["--teacher", "authors", "--teacher_ckpt", "MISSING"], "no such file"),
 ])
 def test_bad_teacher_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
     files = bad_teacher_files(tmp_path)

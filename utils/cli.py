@@ -56,11 +56,13 @@ def training_parser(description: str, distillation: bool = True) -> Parser:
     if distillation:
         g.add_argument("--true_score", "-true_score", action="store_true",
                        help="use the target's analytic diffused score instead of a teacher")
-        g.add_argument("--teacher", default="edm", choices=["edm", "kde"],
+        g.add_argument("--teacher", default="edm", choices=["edm", "kde", "authors"],
                        help="without --true_score: edm = the denoiser in --teacher_ckpt; kde = the exact score of "
-                            "the diffused empirical distribution of --kde_samples target samples")
+                            "the diffused empirical distribution of --kde_samples target samples; authors = the "
+                            "authors' teacher, a copy of their edm_network.pth (Leyangw/VarDiU) in --teacher_ckpt")
         g.add_argument("--teacher_ckpt", default=None,
-                       help="teacher checkpoint made by train_teacher.py (default: the shipped one for --target)")
+                       help="teacher checkpoint made by train_teacher.py (default: the shipped one for --target), "
+                            "or with --teacher authors the path of the authors' edm_network.pth")
         g.add_argument("--kde_samples", type=int, default=20_480, help="target samples of the KDE teacher")
         g.add_argument("--control_variate", default="auto", choices=["auto", "on", "off"],
                        help="use (D(x_t) - x0) / sigma^2 = score + eps / sigma in the generator gradient "

@@ -1,7 +1,10 @@
-"""Where the target score comes from: the analytic mixture score, a trained EDM teacher, or a KDE teacher.
+"""Where the target score comes from: the analytic mixture score, a trained EDM teacher, a KDE teacher, or the
+authors' teacher file.
 
 Teacher checkpoints (written by train_teacher.py) hold the denoiser's weights and sizes, the target it was
-trained on, and how it was made. ``teachers/`` ships one for MoG40.
+trained on, and how it was made. ``teachers/`` ships one for MoG40. ``--teacher authors`` reads instead the
+authors' own teacher, ``edm_network.pth`` of Leyangw/VarDiU at bf35f42 (a bare state dict; not shipped here, never
+downloaded: the user passes the path of a copy with --teacher_ckpt).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 import torch
 
 from losses.vardiu import ScoreFn
-from models.denoiser import EDMDenoiser
+from models.denoiser import Denoiser, EDMDenoiser, ReferenceDenoiser
 from utils.cli import UsageError
 from utils.targets import GaussianMixture
 
@@ -63,6 +66,35 @@ def load_teacher(path: str | Path | None, target: GaussianMixture, device: torch
     return denoiser.to(device).eval().requires_grad_(False)
 
 
+def load_reference_teacher(path: str | Path | None, target: GaussianMixture, device: torch.device) -> ReferenceDenoiser:
+    """Load the authors' teacher file (``edm_network.pth``, a state dict of their MLP) for ``target``; a missing or
+    unreadable file, or one of another network, is a UsageError. The width and depth are read from the weights."""
+    if path is None:
+        raise UsageError("--teacher authors needs --teacher_ckpt PATH: a copy of the authors' edm_network.pth "
+                         "(Leyangw/VarDiU at bf35f42; not shipped here)")
+    if not Path(path).is_file():
+        raise UsageError(f"--teacher_ckpt {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        linears = sorted(int(k.split(".")[1]) for k in state if k.startswith("net.") and k.endswith(".weight"))
+        width, depth = state["net.0.weight"].shape[0], len(linears) - 1
+        denoiser = ReferenceDenoiser(target.dim, width, depth)
+        denoiser.load_state_dict(state)
+    except Exception as err:  # unreadable, not a dict, or the weights of another network
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise UsageError(f"--teacher_ckpt {path}: not the authors' edm_network.pth for --target {target.name} "
+                         f"({type(err).__name__}: {first[:120]})") from None
+    return denoiser.to(device).eval().requires_grad_(False)
+
+
+def teacher_network(args: argparse.Namespace, target: GaussianMixture, device: torch.device) -> Denoiser:
+    """The teacher denoiser --teacher / --teacher_ckpt name: the authors' file for ``--teacher authors``, else a
+    checkpoint of train_teacher.py (the shipped one by default; Diff-Instruct starts its student from it)."""
+    if args.teacher == "authors":
+        return load_reference_teacher(args.teacher_ckpt, target, device)
+    return load_teacher(args.teacher_ckpt, target, device)
+
+
 def kde_teacher(target: GaussianMixture, num_samples: int, seed: int) -> GaussianMixture:
     """The diffused empirical distribution of num_samples target samples: a mixture of point masses at the
     samples, so at noise level sigma it is (1/N) sum_i N(x; x_i, sigma^2 I) and its score is exact."""
@@ -76,7 +108,7 @@ def target_score(args: argparse.Namespace, target: GaussianMixture, device: torc
         return target.score
     if args.teacher == "kde":
         return kde_teacher(target, args.kde_samples, args.seed).to(device).score
-    return load_teacher(args.teacher_ckpt, target, device).score
+    return teacher_network(args, target, device).score
 
 
 TEACHER_NOISE_FLOOR = 2.0  # the lowest --sigma_min at which the shipped MoG40 teacher kept every mode (README)
