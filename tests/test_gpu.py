@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conftest import TINY, read_metrics, run_script
-from utils.fast import make_iteration_runner
-from utils.targets import make_target
 from models.denoiser import ReferenceDenoiser
 from models.networks import MLP
+from utils.fast import make_iteration_runner
+from utils.targets import make_target
 from utils.trainer import build_trainer, set_precision
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
