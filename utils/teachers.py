@@ -76,8 +76,8 @@ def load_reference_teacher(path: str | Path | None, target: GaussianMixture, dev
         raise UsageError(f"--teacher_ckpt {path}: no such file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        linears = sorted(int(k.split(".")[1]) for k in state if k.startswith("net.") and k.endswith(".weight"))
-        width, depth = state["net.0.weight"].shape[0], len(linears) - 1
+        linears = sum(k.startswith("net.") and k.endswith(".weight") for k in state)  # depth hidden layers + output
+        width, depth = state["net.0.weight"].shape[0], linears - 1
         denoiser = ReferenceDenoiser(target.dim, width, depth)
         denoiser.load_state_dict(state)
     except Exception as err:  # unreadable, not a dict, or the weights of another network
