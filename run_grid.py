@@ -68,14 +68,25 @@ def seed_jobs(method: str, spec: str, per_job: int) -> list[tuple[str, str]]:
             for c in chunks]
 
 
-def parse_gpus(spec: str | None) -> list[str]:
-    """--gpus: None = every visible GPU; "" = none (the CPU); else comma-separated indices."""
+def parse_gpus(spec: str | None, inherited: str | None = None) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES value of each job slot. --gpus: None = every visible GPU; "" = none (the CPU); else
+    comma-separated indices counted among the GPUs this process sees: under an inherited CUDA_VISIBLE_DEVICES
+    (``inherited``, e.g. "2,3") index 0 is that list's first entry ("2"), as torch counts them, so a job never lands
+    on a GPU outside the one the user gave."""
     if spec is None:
-        return visible_gpus()
-    gpus = [g.strip() for g in spec.split(",") if g.strip()]
-    if not all(g.isdigit() for g in gpus):
-        raise UsageError(f"--gpus {spec!r}: expected comma-separated GPU indices like 0,1 (or '' for the CPU)")
-    return gpus
+        indices = visible_gpus()
+    else:
+        indices = [g.strip() for g in spec.split(",") if g.strip()]
+        if not all(g.isdigit() for g in indices):
+            raise UsageError(f"--gpus {spec!r}: expected comma-separated GPU indices like 0,1 (or '' for the CPU)")
+    if inherited is None:
+        return indices
+    visible = [g.strip() for g in inherited.split(",") if g.strip()]
+    outside = [g for g in indices if int(g) >= len(visible)]
+    if outside:
+        raise UsageError(f"--gpus {spec!r}: index {outside[0]} is outside the {len(visible)} GPU(s) of "
+                         f"CUDA_VISIBLE_DEVICES={inherited!r}; count --gpus from 0 within that list")
+    return [visible[int(g)] for g in indices]
 
 
 def print_recipes(recipes: list[str]) -> None:
@@ -162,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max_iter", type=int, default=1_000_000, help="training iterations of every run")
     p.add_argument("--out_dir", default="runs/grid", help="folder for the run folders and logs")
     p.add_argument("--gpus", default=None,
-                   help="comma-separated GPU indices to use (default: all visible; '' runs on the CPU)")
+                   help="comma-separated GPU indices to use, counted within an inherited CUDA_VISIBLE_DEVICES "
+                        "(default: all visible; '' runs on the CPU)")
     p.add_argument("--resume", action="store_true",
                    help="continue methods whose run folders exist (--load their checkpoints/last.pt up to --max_iter); "
                         "start the others")
@@ -189,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--max_iter must be a positive integer, got {a.max_iter}")
     if a.seeds_per_job < 0:
         raise UsageError(f"--seeds_per_job must be 0 (all seeds in one process) or positive, got {a.seeds_per_job}")
-    gpus = parse_gpus(a.gpus)
+    gpus = parse_gpus(a.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
     validate_output_folder(a.out_dir)
     out_dir = Path(a.out_dir) / recipe
     commands = {job: job_command(recipe, m, job_seeds, a.max_iter, out_dir, extra, a.resume)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import plot_results
+import run_grid
 from conftest import read_metrics, run_script
 from utils.experiments import RECIPES, method_key
 from utils.run_io import METRIC_COLUMNS
@@ -172,7 +173,8 @@ def test_plot_results_bad_input_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("recipe,count", [("paper", 8), ("matched", 10), ("published", 2), ("teacher_study", 15)])
-def test_run_grid_dry_run_prints_one_vectorised_job_per_method(recipe, count):
+def test_run_grid_dry_run_prints_one_vectorised_job_per_method(recipe, count, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     res = run_script("run_grid.py", "--recipe", recipe, "--dry_run", "--gpus", "0,1", "--max_iter", "500", "--",
                      "--show_iter", "100")
     assert res.returncode == 0, res.stderr
@@ -195,7 +197,8 @@ def test_run_grid_method_selection_and_listing():
     assert res.returncode == 2 and "unknown method" in res.stderr
 
 
-def test_run_grid_seeds_per_job_splits_the_seeds_into_processes(tmp_path):
+def test_run_grid_seeds_per_job_splits_the_seeds_into_processes(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     res = run_script("run_grid.py", "--recipe", "paper", "--methods", "vardiu_gaussian_true", "--seeds", "0-4",
                      "--seeds_per_job", "2", "--gpus", "0,1,2", "--dry_run")
     lines = res.stdout.strip().splitlines()[1:]
@@ -264,6 +267,22 @@ def test_plot_results_output_path_errors_are_one_line(tmp_path, argv, message):
     res = run_script("plot_results.py", str(tmp_path / "runs"), *[a.replace("AFILE", str(tmp_path / "afile"))
                                                                    for a in argv])
     assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_run_grid_counts_gpus_within_an_inherited_cuda_visible_devices(monkeypatch):
+    """Under CUDA_VISIBLE_DEVICES=2,3 --gpus 0,1 means GPUs 2 and 3 (as torch counts them), never GPU 0."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    res = run_script("run_grid.py", "--recipe", "paper", "--methods", "vardiu_gaussian_true,vardiu_nsf_true",
+                     "--gpus", "0,1", "--dry_run")
+    assert res.returncode == 0, res.stderr
+    assert [line.split()[0] for line in res.stdout.strip().splitlines()[1:]] == \
+        ["CUDA_VISIBLE_DEVICES=2", "CUDA_VISIBLE_DEVICES=3"]
+    res = run_script("run_grid.py", "--recipe", "paper", "--gpus", "2", "--dry_run")
+    assert res.returncode == 2 and "outside the 2 GPU(s)" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    # the default (every GPU this process sees) under CUDA_VISIBLE_DEVICES=1 is GPU 1
+    monkeypatch.setattr(run_grid, "visible_gpus", lambda: ["0"])
+    assert run_grid.parse_gpus(None, "1") == ["1"] and run_grid.parse_gpus("", "1") == []
+    assert run_grid.parse_gpus("0,1", None) == ["0", "1"]
 
 
 @pytest.mark.parametrize("argv,message", [
