@@ -1,5 +1,6 @@
 """experiments/gradient_bias.py runs end to end on the project's real losses and trainer (a few iterations);
-experiments/teacher_collapse.py measures what it says on teachers whose errors are known."""
+experiments/teacher_collapse.py measures what it says on teachers whose errors are known; experiments/posterior_tails.py
+reads a posterior whose std is known."""
 import json
 import math
 
@@ -8,7 +9,8 @@ import torch
 
 import train_upper_diffusion
 from conftest import TINY, run_script
-from experiments import adam_bands, gradient_bias, teacher_collapse
+from experiments import adam_bands, gradient_bias, posterior_tails, teacher_collapse
+from models.networks import GaussianPosterior, Generator
 from utils.cli import UsageError
 from utils.targets import mog40
 
@@ -108,3 +110,38 @@ def test_adam_bands_experiment_runs(tmp_path):
 def test_adam_bands_bad_bands_are_a_usage_error():
     with pytest.raises(UsageError, match="increasing positive edges"):
         adam_bands.main(["--load", "unused", "--bands", "2", "1"])
+
+
+def test_posterior_tails_reads_a_known_std():
+    """A posterior whose rho is a constant c gives std / sigma = softplus(c) at every latent; -log q is the
+    diagonal normal's, computed here from its formula."""
+    torch.manual_seed(0)
+    generator, posterior = Generator(2, 16, 2), GaussianPosterior(2, 16, 2)
+    last = list(posterior.net)[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, 0.0, -20.0, 3.0]))  # mean 0; rho -20 (first coordinate), 3 (second)
+    rows = posterior_tails.tail_probe(generator, posterior, [2.0, 6.0], directions=8, sigma=0.5)
+    assert [r["radius"] for r in rows] == [2.0, 6.0]
+    std = torch.nn.functional.softplus(torch.tensor([-20.0, 3.0])) * 0.5
+    for r in rows:
+        assert r["min_std_ratio"] == pytest.approx(float(std[0] / 0.5), rel=1e-5)
+        assert r["tail_probability"] == pytest.approx(math.exp(-r["radius"] ** 2 / 2))
+        # the largest -log q over latents of norm r with mean 0: all of r on the narrow coordinate
+        worst = r["radius"] ** 2 / (2 * std[0] ** 2) + std.log().sum() + math.log(2 * math.pi)
+        assert r["max_neg_log_q"] == pytest.approx(float(worst), rel=1e-4)
+        assert r["max_x0_norm"] > 0
+
+
+def test_posterior_tails_runs_on_a_run_folder_and_refuses_other_runs(tmp_path):
+    for script, name in [("train_upper_diffusion.py", "gauss"), ("train_diff_instruct.py", "di")]:
+        res = run_script(script, "-true_score", *TINY, "--max_iter", "2", "--show_iter", "2",
+                         "--out_dir", str(tmp_path), "--name", name)
+        assert res.returncode == 0, res.stderr
+    out = posterior_tails.main(["--load", str(tmp_path / "gauss"), "--radii", "1", "5", "--directions", "4",
+                                "--out", str(tmp_path / "t.json")])
+    assert json.loads((tmp_path / "t.json").read_text()) == json.loads(json.dumps(out))
+    assert out["iteration"] == 2 and [r["radius"] for r in out["rows"]] == [1.0, 5.0]
+    assert all(0 < r["min_std_ratio"] < math.inf and math.isfinite(r["max_neg_log_q"]) for r in out["rows"])
+    with pytest.raises(UsageError, match="Gaussian posterior"):
+        posterior_tails.main(["--load", str(tmp_path / "di"), "--out", str(tmp_path / "x.json")])
