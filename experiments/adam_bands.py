@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from experiments import write_result  # noqa: E402
 from losses.noise import WEIGHT_POWERS  # noqa: E402
 import train_upper_diffusion  # noqa: E402
 import train_upper_flow  # noqa: E402
@@ -140,13 +140,9 @@ def main(argv: list[str] | None = None) -> dict:
               f"x{row['normaliser_rms_ratio']:.2f} (RMS) | share of v by band "
               + " / ".join(f"{x:.2f}" for x in row["band_share_of_v"]) + " | of samples "
               + " / ".join(f"{x:.2f}" for x in row["band_share_of_samples"]))
-    result = {"command": "experiments/adam_bands.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "bands": a.bands, "weight": a.weight, "true_score": a.true_score, "batches": a.batches,
-              "check": check, "rows": rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {a.out}")
-    return result
+    return write_result("adam_bands.py", argv, a.out,
+                        {"bands": a.bands, "weight": a.weight, "true_score": a.true_score, "batches": a.batches,
+                         "check": check, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ For latents z = r (cos a, sin a) at --directions angles a per radius r, x_t = g(
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import train_upper_diffusion  # noqa: E402
+from experiments import write_result  # noqa: E402
 from experiments.adam_bands import trained_method  # noqa: E402
 from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
 from utils.run_io import load_checkpoint  # noqa: E402
@@ -73,13 +73,9 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows:
         print(f"  |z| = {row['radius']:4.1f} (P {row['tail_probability']:.1e}): max |x0| {row['max_x0_norm']:6.1f}, "
               f"min std / sigma {row['min_std_ratio']:.2e}, max -log q {row['max_neg_log_q']:.2e}")
-    result = {"command": "experiments/posterior_tails.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "iteration": state["iteration"], "true_score": state["config"].get("true_score"),
-              "sigma": a.sigma, "directions": a.directions, "rows": rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {a.out}")
-    return result
+    return write_result("posterior_tails.py", argv, a.out,
+                        {"iteration": state["iteration"], "true_score": state["config"].get("true_score"),
+                         "sigma": a.sigma, "directions": a.directions, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -21,6 +21,26 @@ def run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.Complete
                           timeout=600)
 
 
+def assert_vectorised_run_resumes_exactly(script: str, flags: list[str], seeds: tuple[int, int], keys: list[str],
+                                          out_dir: Path) -> None:
+    """Train ``script`` with ``flags`` (which hold --show_iter) and --seeds ``seeds`` for 40 iterations ("full") and
+    for 20 ("part"), resume "part" to 40 with --load, and check that each seed's metric columns ``keys`` and final
+    samples equal the uninterrupted run's."""
+    common = [*flags, "--seeds", ",".join(map(str, seeds)), "--out_dir", str(out_dir)]
+    assert run_script(script, *common, "--max_iter", "40", "--name", "full").returncode == 0
+    assert run_script(script, *common, "--max_iter", "20", "--name", "part").returncode == 0
+    res = run_script(script, "--load", *[str(out_dir / f"part_seed{s}") for s in seeds], "--max_iter", "40",
+                     "--no_progress")
+    assert res.returncode == 0, res.stderr
+    for seed in seeds:
+        full, part = read_metrics(out_dir / f"full_seed{seed}"), read_metrics(out_dir / f"part_seed{seed}")
+        assert int(part[-1]["iteration"]) == 40
+        for key in keys:
+            assert [r[key] for r in full] == [r[key] for r in part], key
+        assert np.array_equal(np.load(out_dir / f"full_seed{seed}" / "samples.npy"),
+                              np.load(out_dir / f"part_seed{seed}" / "samples.npy"))
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     with open(run_dir / "metrics.csv") as f:
         return list(csv.DictReader(f))

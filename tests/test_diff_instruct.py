@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import train_diff_instruct
-from conftest import assert_complete_run_folder, read_metrics, run_script
+from conftest import (assert_complete_run_folder, assert_vectorised_run_resumes_exactly, read_metrics,
+                      run_script)
 from losses.diff_instruct import diff_instruct_generator_loss
 from experiments.linear_gaussian import DiagonalLinearGenerator, diffusive_kl, gaussian_score
 from losses.noise import draw_noise, make_weight
@@ -156,17 +157,6 @@ def test_vectorised_diff_instruct_run_resumes_exactly(tmp_path, tiny):
     """The authors' baseline (reference generator input, two student updates per generator update): stopped at
     iteration 20 and resumed with --load, each seed's metrics and samples continue exactly as the uninterrupted run's
     (both networks, both Adam states and the noise stream come back)."""
-    common = ["--true_score", *tiny, "--score_step", "2", "--reference_generator_input", "--show_iter", "10",
-              "--seeds", "0,1", "--device", "cpu", "--out_dir", str(tmp_path)]
-    assert run_script(SCRIPT, *common, "--max_iter", "40", "--name", "full").returncode == 0
-    assert run_script(SCRIPT, *common, "--max_iter", "20", "--name", "part").returncode == 0
-    res = run_script(SCRIPT, "--load", str(tmp_path / "part_seed0"), str(tmp_path / "part_seed1"),
-                     "--max_iter", "40", "--no_progress")
-    assert res.returncode == 0, res.stderr
-    for seed in (0, 1):
-        full, part = read_metrics(tmp_path / f"full_seed{seed}"), read_metrics(tmp_path / f"part_seed{seed}")
-        assert [int(r["iteration"]) for r in part] == [0, 10, 20, 30, 40]
-        for key in ["logpd", "mmd", "score_loss", "loss"]:
-            assert [r[key] for r in full] == [r[key] for r in part], key
-        assert np.array_equal(np.load(tmp_path / f"full_seed{seed}" / "samples.npy"),
-                              np.load(tmp_path / f"part_seed{seed}" / "samples.npy"))
+    assert_vectorised_run_resumes_exactly(SCRIPT, ["--true_score", *tiny, "--score_step", "2",
+                                                   "--reference_generator_input", "--show_iter", "10", "--device",
+                                                   "cpu"], (0, 1), ["logpd", "mmd", "score_loss", "loss"], tmp_path)

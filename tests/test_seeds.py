@@ -9,7 +9,8 @@ import torch
 
 import train_diff_instruct
 import train_upper_diffusion
-from conftest import assert_complete_run_folder, read_metrics, run_script
+from conftest import (assert_complete_run_folder, assert_vectorised_run_resumes_exactly, read_metrics,
+                      run_script)
 from models import Generator
 from utils.cli import UsageError
 from utils.seeds import Networks, parse_seeds
@@ -135,20 +136,11 @@ def test_vectorised_run_writes_one_ordinary_run_folder_per_seed(tmp_path, tiny):
 def test_vectorised_run_resumes_exactly(tmp_path, tiny):
     """With EMA on and a power schedule that moves across the resume point: each seed's metrics (computed from the
     EMA weights) continue exactly as in the uninterrupted run."""
-    common = ["--true_score", *tiny, "--show_iter", "20", "--out_dir", str(tmp_path), "--seeds", "3,5",
-              "--ema_decay", "0.9", "--power_interval", "7"]
-    assert run_script(SCRIPT, *common, "--max_iter", "40", "--name", "full").returncode == 0
-    assert run_script(SCRIPT, *common, "--max_iter", "20", "--name", "part").returncode == 0
-    res = run_script(SCRIPT, "--load", str(tmp_path / "part_seed3"), str(tmp_path / "part_seed5"),
-                     "--max_iter", "40", "--no_progress")
-    assert res.returncode == 0, res.stderr
-    for seed in (3, 5):
-        full, part = read_metrics(tmp_path / f"full_seed{seed}"), read_metrics(tmp_path / f"part_seed{seed}")
-        for key in ["logpd", "mmd", "loss", "bound", "power"]:
-            assert [r[key] for r in full] == [r[key] for r in part], key
-        assert len({r["power"] for r in full}) == 3  # the schedule moved (0.1, 0.12, 0.15 at iterations 0, 20, 40)
-        assert np.array_equal(np.load(tmp_path / f"full_seed{seed}" / "samples.npy"),
-                              np.load(tmp_path / f"part_seed{seed}" / "samples.npy"))
+    assert_vectorised_run_resumes_exactly(SCRIPT, ["--true_score", *tiny, "--show_iter", "20", "--ema_decay", "0.9",
+                                                   "--power_interval", "7"], (3, 5),
+                                          ["logpd", "mmd", "loss", "bound", "power"], tmp_path)
+    for seed in (3, 5):  # the schedule moved (0.1, 0.12, 0.15 at iterations 0, 20, 40)
+        assert len({r["power"] for r in read_metrics(tmp_path / f"full_seed{seed}")}) == 3
     # one seed of a vectorised run also resumes on its own, as a single-seed run
     res = run_script(SCRIPT, "--load", str(tmp_path / "full_seed5"), "--max_iter", "60", "--no_progress")
     assert res.returncode == 0, res.stderr
