@@ -72,7 +72,7 @@ def parse_gpus(spec: str | None, inherited: str | None = None) -> list[str]:
     """The CUDA_VISIBLE_DEVICES value of each job slot. --gpus: None = every visible GPU; "" = none (the CPU); else
     comma-separated indices counted among the GPUs this process sees: under an inherited CUDA_VISIBLE_DEVICES
     (``inherited``, e.g. "2,3") index 0 is that list's first entry ("2"), as torch counts them, so a job never lands
-    on a GPU outside the one the user gave."""
+    on a GPU outside those the user gave."""
     if spec is None:
         indices = visible_gpus()
     else:
