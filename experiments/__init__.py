@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 
-def write_result(script: str, argv: list[str] | None, out: str, result: dict) -> dict:
+def write_result(script: str, argv: list[str] | None, out: str | Path, result: dict) -> dict:
     """Write an experiment's ``result`` to the JSON file ``out`` (making its folder), headed by the command that
     produced it (``experiments/<script>`` and its arguments: ``argv``, or the command line's); returns what was
     written."""

@@ -44,7 +44,6 @@ Writes a JSON table next to --out and a two-panel figure.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -56,6 +55,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from experiments import write_result  # noqa: E402
 from utils.cli import exit_on_usage_error  # noqa: E402
 from utils.targets import GaussianMixture, make_target  # noqa: E402
 from utils.teachers import kde_teacher, load_reference_teacher, load_teacher, teacher_path  # noqa: E402
@@ -210,9 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name}: bias force below the lost-mode signal from sigma = {floor} on" if floor is not None else
               f"{name}: bias force above the lost-mode signal even at sigma = {SIGMAS[-1]}: no safe noise floor")
     out = Path(a.out).with_suffix(".png")  # matplotlib adds .png to a name without a suffix: say the real name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows,
-                                                      "lost_mode_signal": signal, "noise_floor": floors}, indent=1))
+    write_result("teacher_collapse.py", argv, out.with_suffix(".json"),
+                 {"rows": rows, "lost_mode_signal": signal, "noise_floor": floors})
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for name in teachers:
         r = [row for row in rows if row["teacher"] == name]
@@ -236,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=130)
-    print(f"wrote {out} and {out.with_suffix('.json')}")
+    print(f"wrote {out}")
     return {"rows": rows, "lost_mode_signal": signal, "noise_floor": floors}
 
 
