@@ -4,8 +4,8 @@
 
 The student score network is a denoiser of the teacher's architecture initialised from --teacher_ckpt (also with
 --true_score, which only replaces the target score of the generator update; with --teacher authors it is the
-authors' network, as in their baseline). As in the reference baseline the
-sigma-sampler power stays fixed at --power; --anneal_power uses VarDiU's annealing for a matched comparison.
+authors' network, as in their baseline). As in the reference baseline the sigma-sampler power stays fixed at
+--power; --anneal_power uses VarDiU's annealing for a matched comparison.
 """
 from __future__ import annotations
 
