@@ -55,7 +55,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, tiny):
     assert config["max_iter"] == 40 and config["load"] == [str(tmp_path / "part")]
     [first] = config["segments"]
     assert first["max_iter"] == 20 and first["load"] is None and first["until_iteration"] == 20
-    assert first["device_resolved"] == "cpu" and "segments" not in first
+    assert first["device_resolved"] == "cpu" and first["device_name"] == "cpu" and "segments" not in first
+    assert config["device_name"] == "cpu"
     assert json.loads((tmp_path / "full" / "config.json").read_text())["segments"] == []
 
 

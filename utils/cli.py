@@ -238,3 +238,9 @@ def resolve_device(spec: str | None) -> torch.device:
         names = ", ".join(f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(count))
         raise UsageError(f"--device {spec}: no such CUDA device; this machine has {names}")
     return torch.device("cuda", index)
+
+
+def device_name(device: torch.device) -> str:
+    """What the run's wall time was measured on: the GPU's model ("NVIDIA H100 80GB HBM3") for a CUDA device, else
+    "cpu". Recorded per command in config.json, since a run resumed over several commands may change machines."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

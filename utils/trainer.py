@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from utils.cli import UsageError, resolve_device, validate_training_args
+from utils.cli import UsageError, device_name, resolve_device, validate_training_args
 from utils.fast import make_adam, make_iteration_runner
 from utils.metrics import SampleEvaluator
 from utils.plotting import PlotWorker, plot_metrics
@@ -50,7 +50,7 @@ RESUME_OVERRIDABLE = {"max_iter", "device", "show_iter", "plot_every", "save_eve
                       "checkpoint_minutes"}
 PER_SEED_CONFIG = {"seed", "run_dir", "name", "load", "vectorised_seeds", "segments"}
 # What config.json keeps of each earlier command of a resumed run (its "segments"): what a resume may change.
-SEGMENT_KEYS = sorted(RESUME_OVERRIDABLE | {"vectorised_seeds", "device_resolved", "torch_version"})
+SEGMENT_KEYS = sorted(RESUME_OVERRIDABLE | {"vectorised_seeds", "device_resolved", "device_name", "torch_version"})
 REFERENCE_SET_SEED = 12345  # seed of the fixed target sample set that MMD is measured against
 
 
@@ -261,7 +261,8 @@ def earlier_segments(checkpoint: dict) -> list[dict]:
 
 def open_run_folders(flags: Flags, script: str, run_prefix: str, device: torch.device) -> list[SeedRun]:
     """One run folder per seed: a resumed run's own folders, or new ones (never reusing a folder); each gets
-    config.json (every flag, the resolved device, the torch version, and for a resumed run its earlier commands)
+    config.json (every flag, the resolved device and its model, the torch version, and for a resumed run its earlier
+    commands)
     and its metrics log."""
     values, seeds = flags.values, flags.seeds
     runs = []
@@ -277,7 +278,7 @@ def open_run_folders(flags: Flags, script: str, run_prefix: str, device: torch.d
             (run_dir / sub).mkdir(exist_ok=True)
         config = dict(vars(values), seed=seed, seeds=None, vectorised_seeds=seeds if len(seeds) > 1 else None,
                       script=script, run_dir=str(run_dir), device_resolved=str(device),
-                      torch_version=str(torch.__version__), segments=segments)
+                      device_name=device_name(device), torch_version=str(torch.__version__), segments=segments)
         write_json(run_dir / "config.json", config)
         runs.append(SeedRun(i, seed, run_dir, config, MetricsLog(run_dir, history),
                             ExternalLoggers(run_dir, config, values.tensorboard, values.wandb, values.wandb_project)))
