@@ -262,8 +262,7 @@ def earlier_segments(checkpoint: dict) -> list[dict]:
 def open_run_folders(flags: Flags, script: str, run_prefix: str, device: torch.device) -> list[SeedRun]:
     """One run folder per seed: a resumed run's own folders, or new ones (never reusing a folder); each gets
     config.json (every flag, the resolved device and its model, the torch version, and for a resumed run its earlier
-    commands)
-    and its metrics log."""
+    commands) and its metrics log."""
     values, seeds = flags.values, flags.seeds
     runs = []
     for i, seed in enumerate(seeds):
