@@ -68,6 +68,11 @@ def seed_jobs(method: str, spec: str, per_job: int) -> list[tuple[str, str]]:
             for c in chunks]
 
 
+def comma_items(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated list: "2, 3," -> ["2", "3"]."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def parse_gpus(spec: str | None, inherited: str | None = None) -> list[str]:
     """The CUDA_VISIBLE_DEVICES value of each job slot. --gpus: None = every visible GPU; "" = none (the CPU); else
     comma-separated indices counted among the GPUs this process sees: under an inherited CUDA_VISIBLE_DEVICES
@@ -76,12 +81,12 @@ def parse_gpus(spec: str | None, inherited: str | None = None) -> list[str]:
     if spec is None:
         indices = visible_gpus()
     else:
-        indices = [g.strip() for g in spec.split(",") if g.strip()]
+        indices = comma_items(spec)
         if not all(g.isdigit() for g in indices):
             raise UsageError(f"--gpus {spec!r}: expected comma-separated GPU indices like 0,1 (or '' for the CPU)")
     if inherited is None:
         return indices
-    visible = [g.strip() for g in inherited.split(",") if g.strip()]
+    visible = comma_items(inherited)
     outside = [g for g in indices if int(g) >= len(visible)]
     if outside:
         raise UsageError(f"--gpus {spec!r}: index {outside[0]} is outside the {len(visible)} GPU(s) of "
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     recipe = a.recipe or "paper"
     grid = RECIPES[recipe]
-    methods = list(grid) if a.methods is None else [m.strip() for m in a.methods.split(",") if m.strip()]
+    methods = list(grid) if a.methods is None else comma_items(a.methods)
     if not methods:
         raise UsageError(f"--methods {a.methods!r} names no method; see --list")
     unknown = [m for m in methods if m not in grid]

@@ -283,6 +283,7 @@ def test_run_grid_counts_gpus_within_an_inherited_cuda_visible_devices(monkeypat
     monkeypatch.setattr(run_grid, "visible_gpus", lambda: ["0"])
     assert run_grid.parse_gpus(None, "1") == ["1"] and run_grid.parse_gpus("", "1") == []
     assert run_grid.parse_gpus("0,1", None) == ["0", "1"]
+    assert run_grid.parse_gpus(" 1, 0,", "4, 5") == ["5", "4"]  # spaces and a trailing comma are ignored
 
 
 @pytest.mark.parametrize("argv,message", [
