@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 
 from utils.cli import Parser, UsageError, exit_on_usage_error, validate_output_folder  # noqa: E402
 from utils.experiments import LABELS, METHOD_ORDER, PAPER_NUMBERS, RECIPES, method_key  # noqa: E402
+from utils.run_io import read_metric_rows  # noqa: E402
 
 plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "legend.fontsize": 6.5, "axes.labelsize": 8})
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
@@ -85,24 +86,12 @@ def warn(message: str) -> None:
 
 
 def complete_rows(path: Path) -> list[dict]:
-    """The rows of a metrics.csv, without a last row that a running (or killed) writer left half-written: one
-    missing its line end, a field, or a number (dropped with a warning)."""
-    text = path.read_text()
-    rows = list(csv.DictReader(text.splitlines()))
-    if rows and (not text.endswith("\n") or not parses(rows[-1])):
+    """The rows of a metrics.csv, without a last row that a running (or killed) writer left half-written (dropped
+    with a warning)."""
+    rows, cut = read_metric_rows(path)
+    if cut:
         warn(f"{path}: the last row is incomplete (a run still writing, or killed mid-write); it is ignored")
-        rows = rows[:-1]
     return rows
-
-
-def parses(row: dict) -> bool:
-    """Every field present, and the ones read here numbers."""
-    try:
-        for key in ("iteration", "train_time", "logpd", "log_mmd", "modes", "near_mode"):
-            float(row[key])
-        return None not in row and all(v is not None for v in row.values())
-    except (KeyError, TypeError, ValueError):
-        return False
 
 
 def read_run(path: Path, eval_every: int) -> Run | None:

@@ -5,30 +5,34 @@ float32 metrics).
     python experiments/compare_runs.py results/gpu_repro/di_A_seed0 results/gpu_repro/di_B_seed0 results/gpu_repro/di_C_seed0
 
 One line per pair: ``identical at all N evaluations``, or the first iteration where they differ with both runs'
-log density there, or that one stopped earlier (identical on the evaluations both have). Exit code 0 when every
-pair is identical on every evaluation both have and both have the same number, 1 otherwise (as ``cmp``); 2 for a
-folder without metrics.csv.
+log density there, or that one stopped earlier (identical on the evaluations both have). A last row that a running
+or killed run left half-written is left out, with a warning, so such a run reads as one that stopped earlier. Exit
+code 0 when every pair is identical on every evaluation both have and both have the same number, 1 otherwise (as
+``cmp``); 2 for a folder without metrics.csv.
 """
 from __future__ import annotations
 
-import csv
 import itertools
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from utils.cli import Parser, UsageError, exit_on_usage_error  # noqa: E402
+from utils.run_io import read_metric_rows  # noqa: E402
 
 CLOCK_COLUMNS = ("wall_time", "train_time")
 
 
 def read_metrics(folder: Path) -> list[dict]:
-    """The rows of ``folder/metrics.csv`` (each a dict column -> text), the clock columns removed."""
+    """The complete rows of ``folder/metrics.csv`` (each a dict column -> text), the clock columns removed."""
     path = Path(folder) / "metrics.csv"
     if not path.is_file():
         raise UsageError(f"{folder}: no metrics.csv; give run folders (e.g. results/gpu_repro/di_A_seed0)")
-    with path.open() as f:
-        return [{k: v for k, v in row.items() if k not in CLOCK_COLUMNS} for row in csv.DictReader(f)]
+    rows, cut = read_metric_rows(path)
+    if cut:
+        print(f"warning: {path}: the last row is incomplete (a run still writing, or killed mid-write); it is left "
+              "out", file=sys.stderr)
+    return [{k: v for k, v in row.items() if k not in CLOCK_COLUMNS} for row in rows]
 
 
 def compare(a: list[dict], b: list[dict]) -> tuple[bool, str]:

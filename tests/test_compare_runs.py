@@ -50,3 +50,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         compare_runs.main([a])
     assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize("cut", ["1000,6.0,5.7,-12.5,-5.2", "1000,6.0,5.7,-12.5,-5.2,37,0.4",
+                                 "1000,6.0,5.7,-12.5,-5.2,,0.4\n"])
+def test_a_half_written_last_row_reads_as_stopping_earlier(tmp_path, capsys, cut):
+    """A run killed while writing its last row (fields missing, no line end, or an empty field) is compared
+    on its complete rows, with a warning, and does not show up as differing at that iteration."""
+    a = run_folder(tmp_path, "a", ROWS)
+    b = run_folder(tmp_path, "b", ROWS[:2] + [cut])
+    assert compare_runs.main([a, b]) == 1
+    captured = capsys.readouterr()
+    assert "a vs b: identical on the 2 evaluations both have; 3 against 2 rows" in captured.out
+    assert "b/metrics.csv: the last row is incomplete" in captured.err

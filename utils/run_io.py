@@ -103,6 +103,31 @@ class MetricsLog:
         write_json(lists / "time_list.json", [r["train_time"] for r in self.history])
 
 
+def read_metric_rows(path: Path) -> tuple[list[dict], bool]:
+    """The rows of a metrics.csv (each a dict column -> text, as written) and whether a last row that a running or
+    killed writer left half-written was left out: one missing its line end or a field, or with a METRIC_COLUMNS
+    value that is not a number."""
+    text = Path(path).read_text()
+    rows = list(csv.DictReader(text.splitlines()))
+    if rows and (not text.endswith("\n") or not _complete(rows[-1])):
+        return rows[:-1], True
+    return rows, False
+
+
+def _complete(row: dict) -> bool:
+    """Every field present (csv gives None for a missing one, and a None key for extra ones) and the row's
+    METRIC_COLUMNS numbers."""
+    if None in row or any(v is None for v in row.values()):
+        return False
+    try:
+        for key in METRIC_COLUMNS:
+            if key in row:
+                float(row[key])
+    except ValueError:
+        return False
+    return True
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to a temporary file, then rename: the previous checkpoint survives a crash mid-write. A failed
     write (a full disk, say) removes the temporary file and is a UsageError naming the checkpoint that remains."""
