@@ -85,20 +85,11 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def complete_rows(path: Path) -> list[dict]:
-    """The rows of a metrics.csv, without a last row that a running (or killed) writer left half-written (dropped
-    with a warning)."""
-    rows, cut = read_metric_rows(path)
-    if cut:
-        warn(f"{path}: the last row is incomplete (a run still writing, or killed mid-write); it is ignored")
-    return rows
-
-
 def read_run(path: Path, eval_every: int) -> Run | None:
     """Read one run folder, ours (metrics.csv + config.json) or the reference repo's (lists/*.json). None, with a
     warning, for a run with no evaluations yet."""
     if (path / "metrics.csv").is_file():
-        rows = complete_rows(path / "metrics.csv")
+        rows = read_metric_rows(path / "metrics.csv")
         if not rows:
             warn(f"{path}: no evaluations yet; skipped")
             return None

@@ -28,11 +28,7 @@ def read_metrics(folder: Path) -> list[dict]:
     path = Path(folder) / "metrics.csv"
     if not path.is_file():
         raise UsageError(f"{folder}: no metrics.csv; give run folders (e.g. results/gpu_repro/di_A_seed0)")
-    rows, cut = read_metric_rows(path)
-    if cut:
-        print(f"warning: {path}: the last row is incomplete (a run still writing, or killed mid-write); it is left "
-              "out", file=sys.stderr)
-    return [{k: v for k, v in row.items() if k not in CLOCK_COLUMNS} for row in rows]
+    return [{k: v for k, v in row.items() if k not in CLOCK_COLUMNS} for row in read_metric_rows(path)]
 
 
 def compare(a: list[dict], b: list[dict]) -> tuple[bool, str]:

@@ -21,6 +21,7 @@ import csv
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,15 +104,17 @@ class MetricsLog:
         write_json(lists / "time_list.json", [r["train_time"] for r in self.history])
 
 
-def read_metric_rows(path: Path) -> tuple[list[dict], bool]:
-    """The rows of a metrics.csv (each a dict column -> text, as written) and whether a last row that a running or
-    killed writer left half-written was left out: one missing its line end or a field, or with a METRIC_COLUMNS
-    value that is not a number."""
+def read_metric_rows(path: Path) -> list[dict]:
+    """The rows of a metrics.csv (each a dict column -> text, as written), without a last row that a running or
+    killed writer left half-written (one missing its line end or a field, or with a METRIC_COLUMNS value that is not
+    a number), which is left out with a warning on stderr."""
     text = Path(path).read_text()
     rows = list(csv.DictReader(text.splitlines()))
     if rows and (not text.endswith("\n") or not _complete(rows[-1])):
-        return rows[:-1], True
-    return rows, False
+        print(f"warning: {path}: the last row is incomplete (a run still writing, or killed mid-write); it is left "
+              "out", file=sys.stderr)
+        return rows[:-1]
+    return rows
 
 
 def _complete(row: dict) -> bool:
