@@ -156,6 +156,21 @@ def test_bad_seed_flags_fail_with_one_line(tmp_path, tiny, argv, message):
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
 
 
+def test_seeds_resumed_apart_resume_together_again(tmp_path, tiny):
+    """Seeds of one run that were resumed separately, with other resume-only flags (--show_iter, --max_iter), can be
+    resumed together again once they stand at one iteration."""
+    common = ["--true_score", *tiny, "--out_dir", str(tmp_path), "--checkpoint_minutes", "0"]
+    assert run_script(SCRIPT, *common, "--show_iter", "20", "--max_iter", "20", "--seeds", "0-1",
+                      "--name", "v").returncode == 0
+    first, second = str(tmp_path / "v_seed0"), str(tmp_path / "v_seed1")
+    assert run_script(SCRIPT, "--load", first, "--max_iter", "40", "--show_iter", "10", "--no_progress").returncode == 0
+    assert run_script(SCRIPT, "--load", second, "--max_iter", "30", "--no_progress").returncode == 0
+    assert run_script(SCRIPT, "--load", second, "--max_iter", "40", "--no_progress").returncode == 0
+    res = run_script(SCRIPT, "--load", first, second, "--max_iter", "60", "--no_progress")
+    assert res.returncode == 0, res.stderr
+    assert [int(r["iteration"]) for r in read_metrics(tmp_path / "v_seed1")] == [0, 20, 30, 40, 50, 60]
+
+
 def test_loading_checkpoints_of_different_runs_together_fails(tmp_path, tiny):
     common = ["--true_score", *tiny, "--show_iter", "10", "--max_iter", "10", "--out_dir", str(tmp_path)]
     assert run_script(SCRIPT, *common, "--name", "a").returncode == 0

@@ -184,11 +184,15 @@ def resume_flags(flags: argparse.Namespace, typed: set[str], config: dict, scrip
 
 
 def resumed_seeds(checkpoints: list[tuple[Path, dict]]) -> list[int]:
-    """Seeds of the checkpoints given to --load; several must be seeds of one run stopped at one iteration."""
+    """Seeds of the checkpoints given to --load; several must be seeds of one run stopped at one iteration. Seeds
+    that were resumed apart (other --max_iter, --time_limit, device, ...) may be resumed together again: only the
+    flags a resume cannot change must agree."""
+    def training_flags(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in PER_SEED_CONFIG and k not in SEGMENT_KEYS}
     first_path, first = checkpoints[0]
-    shared = {k: v for k, v in first["config"].items() if k not in PER_SEED_CONFIG}
+    shared = training_flags(first["config"])
     for path, ckpt in checkpoints[1:]:
-        if {k: v for k, v in ckpt["config"].items() if k not in PER_SEED_CONFIG} != shared:
+        if training_flags(ckpt["config"]) != shared:
             raise UsageError(f"--load: {path} and {first_path} are not seeds of one run (their flags differ); "
                              "resume them separately")
         if ckpt["iteration"] != first["iteration"]:
