@@ -158,7 +158,8 @@ def test_bad_seed_flags_fail_with_one_line(tmp_path, tiny, argv, message):
 
 def test_seeds_resumed_apart_resume_together_again(tmp_path, tiny):
     """Seeds of one run that were resumed separately, with other resume-only flags (--show_iter, --max_iter), can be
-    resumed together again once they stand at one iteration."""
+    resumed together again once they stand at one iteration; each seed's wall and training time go on from its own
+    (the joined command adds the same time to both), not from the first seed's."""
     common = ["--true_score", *tiny, "--out_dir", str(tmp_path), "--checkpoint_minutes", "0"]
     assert run_script(SCRIPT, *common, "--show_iter", "20", "--max_iter", "20", "--seeds", "0-1",
                       "--name", "v").returncode == 0
@@ -166,9 +167,20 @@ def test_seeds_resumed_apart_resume_together_again(tmp_path, tiny):
     assert run_script(SCRIPT, "--load", first, "--max_iter", "40", "--show_iter", "10", "--no_progress").returncode == 0
     assert run_script(SCRIPT, "--load", second, "--max_iter", "30", "--no_progress").returncode == 0
     assert run_script(SCRIPT, "--load", second, "--max_iter", "40", "--no_progress").returncode == 0
+    ckpt_path = tmp_path / "v_seed1" / "checkpoints" / "last.pt"  # as if seed 1's own commands had taken 100 s longer
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    torch.save(ckpt | {"wall_time": ckpt["wall_time"] + 100, "train_time": ckpt["train_time"] + 100}, ckpt_path)
+    stopped_at = [torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)
+                  for name in ("v_seed0", "v_seed1")]
     res = run_script(SCRIPT, "--load", first, second, "--max_iter", "60", "--no_progress")
     assert res.returncode == 0, res.stderr
     assert [int(r["iteration"]) for r in read_metrics(tmp_path / "v_seed1")] == [0, 20, 30, 40, 50, 60]
+    rows = [{int(r["iteration"]): r for r in read_metrics(tmp_path / name)} for name in ("v_seed0", "v_seed1")]
+    for key in ("wall_time", "train_time"):
+        offset = stopped_at[1][key] - stopped_at[0][key]
+        apart = [float(rows[1][it][key]) - float(rows[0][it][key]) for it in (50, 60)]
+        assert offset > 99 and all(abs(a - offset) <= 2e-3 for a in apart), (key, offset, apart)
+        assert float(rows[0][60][key]) > float(rows[0][50][key]) > stopped_at[0][key]
 
 
 def test_loading_checkpoints_of_different_runs_together_fails(tmp_path, tiny):

@@ -251,6 +251,8 @@ class SeedRun:
     config: dict
     log: MetricsLog
     loggers: ExternalLoggers
+    wall_offset: float = 0.0   # this seed's wall and training time minus the shared clock's: nonzero only for seeds
+    train_offset: float = 0.0  # resumed together after being resumed apart, so that each keeps counting its own
 
 
 def earlier_segments(checkpoint: dict) -> list[dict]:
@@ -270,9 +272,13 @@ def open_run_folders(flags: Flags, script: str, run_prefix: str, device: torch.d
     values, seeds = flags.values, flags.seeds
     runs = []
     for i, seed in enumerate(seeds):
+        wall_offset = train_offset = 0.0
         if flags.checkpoints:
             path, state = flags.checkpoints[i]
             run_dir, history, segments = path.parent.parent, state["history"], earlier_segments(state)
+            first = flags.checkpoints[0][1]  # restore() starts the shared clock at the first seed's times
+            wall_offset = state["wall_time"] - first["wall_time"]
+            train_offset = state["train_time"] - first["train_time"]
         else:
             name = run_folder_name(values.name, seed, len(seeds)) if values.name else \
                 default_run_name(run_prefix, values, seed)
@@ -284,7 +290,8 @@ def open_run_folders(flags: Flags, script: str, run_prefix: str, device: torch.d
                       device_name=device_name(device), torch_version=str(torch.__version__), segments=segments)
         write_json(run_dir / "config.json", config)
         runs.append(SeedRun(i, seed, run_dir, config, MetricsLog(run_dir, history),
-                            ExternalLoggers(run_dir, config, values.tensorboard, values.wandb, values.wandb_project)))
+                            ExternalLoggers(run_dir, config, values.tensorboard, values.wandb, values.wandb_project),
+                            wall_offset, train_offset))
     return runs
 
 
@@ -375,7 +382,7 @@ def save_run_checkpoints(trainer: Trainer, runs: list[SeedRun], clock: Clock, it
     for run in runs:
         state = {"iteration": iteration, "config": run.config, "history": run.log.history,
                  "rng": rng_state(trainer.device), **trainer.seed_state(run.index),
-                 "wall_time": clock.wall_time(), "train_time": clock.train_time}
+                 "wall_time": clock.wall_time() + run.wall_offset, "train_time": clock.train_time + run.train_offset}
         if between_evaluations:
             state["interval"] = {"steps": clock.steps,
                                  "sums": {k: v[run.index].detach().cpu().clone() for k, v in trainer.sums.items()}}
@@ -421,7 +428,8 @@ def run_training(build: Callable[[argparse.Namespace, torch.device, GaussianMixt
         """Evaluate every seed, log its row, checkpoint when due; a non-finite seed stops the run (exit 1)."""
         means = {k: (v / max(steps, 1)).tolist() for k, v in trainer.sums.items()}  # one host sync per evaluation
         evaluated = [evaluate(trainer, run, it, evaluator, f.eval_samples) for run in runs]
-        rows = [{"iteration": it, "wall_time": round(clock.wall_time(), 3), "train_time": round(clock.train_time, 3),
+        rows = [{"iteration": it, "wall_time": round(clock.wall_time() + run.wall_offset, 3),
+                 "train_time": round(clock.train_time + run.train_offset, 3),
                  **metrics, **{k: v[run.index] for k, v in means.items()}, "power": round(schedule(max(it - 1, 0)), 6)}
                 for run, (metrics, _) in zip(runs, evaluated)]
         bad = [run for run, row, (_, samples) in zip(runs, rows, evaluated)
