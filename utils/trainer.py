@@ -251,8 +251,10 @@ class SeedRun:
     config: dict
     log: MetricsLog
     loggers: ExternalLoggers
-    wall_offset: float = 0.0   # this seed's wall and training time minus the shared clock's: nonzero only for seeds
-    train_offset: float = 0.0  # resumed together after being resumed apart, so that each keeps counting its own
+    # This seed's wall and training time minus the shared clock's: nonzero only for seeds resumed together after
+    # being resumed apart, so that each goes on counting its own.
+    wall_offset: float = 0.0
+    train_offset: float = 0.0
 
 
 def earlier_segments(checkpoint: dict) -> list[dict]:
