@@ -256,6 +256,10 @@ class SeedRun:
     wall_offset: float = 0.0
     train_offset: float = 0.0
 
+    def times(self, clock: Clock) -> dict:
+        """This seed's ``wall_time`` and ``train_time`` (seconds) on the shared clock."""
+        return {"wall_time": clock.wall_time() + self.wall_offset, "train_time": clock.train_time + self.train_offset}
+
 
 def earlier_segments(checkpoint: dict) -> list[dict]:
     """The earlier commands of a resumed run, oldest first, for its config.json: the checkpoint's own list plus the
@@ -383,8 +387,7 @@ def save_run_checkpoints(trainer: Trainer, runs: list[SeedRun], clock: Clock, it
     iterations since the last evaluation, so that a resumed run logs what the uninterrupted one would."""
     for run in runs:
         state = {"iteration": iteration, "config": run.config, "history": run.log.history,
-                 "rng": rng_state(trainer.device), **trainer.seed_state(run.index),
-                 "wall_time": clock.wall_time() + run.wall_offset, "train_time": clock.train_time + run.train_offset}
+                 "rng": rng_state(trainer.device), **trainer.seed_state(run.index), **run.times(clock)}
         if between_evaluations:
             state["interval"] = {"steps": clock.steps,
                                  "sums": {k: v[run.index].detach().cpu().clone() for k, v in trainer.sums.items()}}
@@ -430,8 +433,7 @@ def run_training(build: Callable[[argparse.Namespace, torch.device, GaussianMixt
         """Evaluate every seed, log its row, checkpoint when due; a non-finite seed stops the run (exit 1)."""
         means = {k: (v / max(steps, 1)).tolist() for k, v in trainer.sums.items()}  # one host sync per evaluation
         evaluated = [evaluate(trainer, run, it, evaluator, f.eval_samples) for run in runs]
-        rows = [{"iteration": it, "wall_time": round(clock.wall_time() + run.wall_offset, 3),
-                 "train_time": round(clock.train_time + run.train_offset, 3),
+        rows = [{"iteration": it, **{k: round(v, 3) for k, v in run.times(clock).items()},
                  **metrics, **{k: v[run.index] for k, v in means.items()}, "power": round(schedule(max(it - 1, 0)), 6)}
                 for run, (metrics, _) in zip(runs, evaluated)]
         bad = [run for run, row, (_, samples) in zip(runs, rows, evaluated)
