@@ -1,5 +1,5 @@
 """What Adam's normaliser does as the sigma-sampler power rises: measured band by band on a trained VarDiU run
-(Gaussian or flow posterior; teacher study, README).
+(Gaussian or flow posterior; docs/teacher-study.md).
 
     python experiments/adam_bands.py --load RUN_FOLDER --out experiments/figures/adam_bands.json
 

@@ -1,4 +1,4 @@
-"""A linear-Gaussian distillation problem where every quantity of DESIGN.md section 1 is closed-form.
+"""A linear-Gaussian distillation problem where every quantity of docs/method.md (sections 1-2) is closed-form.
 
 Generator x0 = a * z + b (diagonal, z ~ N(0, I_d)); target N(m, diag(s^2)). At noise level sigma:
 

@@ -1,4 +1,4 @@
-"""Where a trained VarDiU run's Gaussian posterior degenerates: the latent tails (README, paper-scale section).
+"""Where a trained VarDiU run's Gaussian posterior degenerates: the latent tails (docs/results.md).
 
     python experiments/posterior_tails.py --load RUN_FOLDER --out experiments/figures/posterior_tails.json
 

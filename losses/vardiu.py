@@ -1,6 +1,6 @@
 """The VarDiU objective: the surrogate loss whose gradient is unbiased, and the training loss built on it.
 
-With x_t = g_theta(z) + sigma * eps, the bound (DESIGN.md section 1) is
+With x_t = g_theta(z) + sigma * eps, the bound (docs/method.md, section 1) is
 
     U(theta, phi) = E_{sigma, z, eps} w(sigma) [ log p(z) + log N(sigma eps; 0, sigma^2 I)
                                                  - log q_phi(z | x_t, sigma) - log p_d(x_t | sigma) ]

@@ -1,6 +1,6 @@
 """Networks: the MLP trunk, the one-step generator and the Gaussian posterior q(z | x_t, sigma).
 
-Reference sizes (DESIGN.md section 3): width 400, 4 hidden layers, SiLU.
+Reference sizes (docs/method.md, section 5): width 400, 4 hidden layers, SiLU.
 """
 from __future__ import annotations
 

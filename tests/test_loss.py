@@ -1,4 +1,4 @@
-"""The VarDiU loss: noise sampling, antithetic pairs, weights, annealing, and the gradients of DESIGN.md s1."""
+"""The VarDiU loss: noise sampling, antithetic pairs, weights, annealing, and the gradients of docs/method.md section 2."""
 import math
 
 import pytest

@@ -45,7 +45,7 @@ def exit_on_usage_error(main: Callable[..., int | None]) -> Callable[..., int | 
 
 
 def training_parser(description: str, distillation: bool = True) -> Parser:
-    """Flags common to all training scripts. Defaults follow the reference repo (DESIGN.md section 3).
+    """Flags common to all training scripts. Defaults follow the reference repo (docs/method.md, section 5).
 
     ``distillation`` adds the flags of the one-step distillation scripts (score source, sigma weighting and
     annealing, antithetic pairs); the teacher script leaves them out.

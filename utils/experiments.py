@@ -1,4 +1,4 @@
-"""The MoG40 experiments as recipes (method x flags), and the numbers the paper reports (DESIGN.md section 4).
+"""The MoG40 experiments as recipes (method x flags), and the numbers the paper reports (its MoG40 table).
 
 Shared by ``run_grid.py`` (launches a recipe) and ``plot_results.py`` (figures and the summary table).
 

@@ -1,4 +1,4 @@
-"""Sample-quality metrics (DESIGN.md section 2): log density, multi-bandwidth MMD, mode coverage."""
+"""Sample-quality metrics (docs/method.md, section 6): log density, multi-bandwidth MMD, mode coverage."""
 from __future__ import annotations
 
 import math

@@ -105,7 +105,7 @@ class GaussianMixture:
 
 
 def mog40() -> GaussianMixture:
-    """MoG40: 40 modes in [-40, 40]^2, component std softplus(1) ~= 1.3133 (DESIGN.md section 2)."""
+    """MoG40: 40 modes in [-40, 40]^2, component std softplus(1) ~= 1.3133 (docs/method.md, section 5)."""
     return GaussianMixture(mog40_means(), std=F.softplus(torch.tensor(1.0)).item(), name="mog40")
 
 

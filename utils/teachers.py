@@ -111,7 +111,7 @@ def target_score(args: argparse.Namespace, target: GaussianMixture, device: torc
     return teacher_network(args, target, device).score
 
 
-TEACHER_NOISE_FLOOR = 2.0  # the lowest --sigma_min at which the shipped MoG40 teacher kept every mode (README)
+TEACHER_NOISE_FLOOR = 2.0  # the lowest --sigma_min at which the shipped MoG40 teacher kept every mode (docs/teacher-study.md)
 
 
 def teacher_notes(args: argparse.Namespace) -> tuple[str, ...]:
@@ -123,8 +123,8 @@ def teacher_notes(args: argparse.Namespace) -> tuple[str, ...]:
         return ()
     return (f"note: teacher mode with --sigma_min {args.sigma_min:g}: below sigma {TEACHER_NOISE_FLOOR:g} the "
             "teacher's score error can pull the generator onto a few modes as the schedule concentrates there; "
-            f"--sigma_min {TEACHER_NOISE_FLOOR:g} kept all modes with the shipped MoG40 teacher (README, 'Teacher "
-            "mode loses modes'; experiments/teacher_collapse.py --teacher_ckpt gives a lower bound for yours)",)
+            f"--sigma_min {TEACHER_NOISE_FLOOR:g} kept all modes with the shipped MoG40 teacher (docs/teacher-study.md; "
+            "experiments/teacher_collapse.py --teacher_ckpt gives a lower bound for yours)",)
 
 
 def use_control_variate(args: argparse.Namespace) -> bool:

@@ -1,0 +1,491 @@
+"""The generated tables of the README and docs/, and the index of every run folder, from the committed results/.
+
+    python report.py           # rewrite results/INDEX.csv and every generated block of README.md and docs/*.md
+    python report.py --check   # exit 1 naming each file that differs from what results/ gives (the tests run this)
+
+A generated block in a Markdown file sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``;
+``BLOCKS`` below says what each NAME holds. Nothing between the markers is written by hand: edit the results or
+this file, then run ``python report.py``.
+
+Summaries follow the paper: each seed's mean over its last N evaluations (among the evaluations all seeds of the
+row have, when some stopped earlier), then mean ± std (ddof 0) over seeds. "Reproduced" means both numbers are
+within the paper's mean ± its std, or better (higher log density, lower log MMD).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import io
+import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from plot_results import MethodRuns, find_run_folders, group_methods, read_run, summarise
+from utils.cli import Parser, exit_on_usage_error
+from utils.experiments import LABELS, PAPER_NUMBERS, RECIPES
+from utils.run_io import read_metric_rows
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+
+BEGIN = re.compile(r"<!-- generated: ([\w-]+) -->\n")
+END = "<!-- end generated -->"
+
+# Flags that say where and how a run was launched, not what it trains: left out of the reconstructed command.
+BOOKKEEPING = {"out_dir", "load", "time_limit", "no_progress", "device", "plot_every", "checkpoint_minutes",
+               "tensorboard", "wandb", "wandb_project", "seed", "seeds", "name", "recipe", "save_every"}
+# Folders whose runs a later run replaces, and why.
+SUPERSEDED = {"superseded/first_runs": "superseded: re-run from iteration 0 (the re-run is the committed row)",
+              "superseded/repeat_continuations": "superseded: a second continuation from the same checkpoint "
+                                                 "(docs/reproducibility.md compares the two)"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading run folders
+# ---------------------------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def runs_below(folder: str) -> tuple:
+    """Every run below results/<folder>, grouped by (recipe, method) as plot_results groups them."""
+    paths = find_run_folders([str(RESULTS / folder)])
+    return tuple(group_methods([r for r in (read_run(p, 1000) for p in paths) if r]))
+
+
+def group(folder: str, key: str) -> MethodRuns:
+    """The runs of method ``key`` (the run name without _seedN) below results/<folder>."""
+    found = [g for g in runs_below(folder) if g.key == key]
+    if len(found) != 1:
+        raise SystemExit(f"report: {len(found)} groups named {key} below results/{folder}; expected one")
+    return found[0]
+
+
+def seeds_of(g: MethodRuns) -> list[int]:
+    return [int(re.search(r"_seed(\d+)$", r.path.name).group(1)) for r in g.runs]
+
+
+def seed_range(seeds: list[int]) -> str:
+    seeds = sorted(seeds)
+    return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1 \
+        else ",".join(map(str, seeds))
+
+
+def last_iterations(g: MethodRuns) -> str:
+    """'1,000,000', or each distinct last iteration with its seeds when they differ."""
+    ends: dict[int, list[int]] = {}
+    for run, seed in zip(g.runs, seeds_of(g)):
+        ends.setdefault(int(run.iteration[-1]), []).append(seed)
+    if len(ends) == 1:
+        return f"{next(iter(ends)):,}"
+    return "; ".join(f"{it:,} (seed{'s' if len(s) > 1 else ''} {seed_range(s)})" for it, s in sorted(ends.items(), reverse=True))
+
+
+def config_of(run_path: Path) -> dict:
+    path = run_path / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Commands and provenance
+# ---------------------------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def script_parser(script: str) -> argparse.ArgumentParser:
+    spec = importlib.util.spec_from_file_location(f"_report_{Path(script).stem}", ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser()
+
+
+def flags_between(script: str, config: dict, given: tuple[str, ...]) -> list[str]:
+    """The flags that take ``script``'s parser from the values ``given`` set to those in ``config``."""
+    parser = script_parser(script)
+    base = vars(parser.parse_args(list(given)))
+    options = {a.dest: a for a in parser._actions if a.option_strings}
+    flags: list[str] = []
+    for dest, action in options.items():
+        if dest in BOOKKEEPING or dest not in config or config[dest] == base.get(dest):
+            continue
+        value = config[dest]
+        if dest == "teacher_ckpt" and value and not str(value).startswith("teachers/"):
+            value = Path(value).name  # a file outside the repository: where it lay is not part of the command
+        if action.nargs == 0:
+            flags.append(action.option_strings[-1] if value else "")
+        else:
+            flags += [action.option_strings[-1], str(value)]
+    return [f for f in flags if f]
+
+
+def command_of(run_path: Path, seeds: list[int]) -> str:
+    """The command that makes this run's folder: run_grid.py for a recipe's method, else the script itself."""
+    config = config_of(run_path)
+    script, recipe, name = config.get("script", ""), config.get("recipe"), config.get("name") or ""
+    out_dir = Path(RESULTS.name) / run_path.parent.relative_to(RESULTS)
+    spec = RECIPES.get(recipe or "", {}).get(name)
+    if spec is not None and spec.script == script and out_dir.name == recipe:
+        out_dir = out_dir.parent
+        extra = flags_between(script, config, spec.flags)
+        return " ".join(["python run_grid.py --recipe", recipe, "--methods", name, "--seeds", seed_range(seeds),
+                         "--max_iter", str(config["max_iter"]), "--out_dir", str(out_dir), "--",
+                         *map(shlex.quote, extra), "--plot_every 0"]).replace(" -- --plot", " -- --plot")
+    extra = flags_between(script, config, ())
+    seed_flag = ["--seeds", seed_range(seeds)] if len(seeds) > 1 else ["--seed", str(seeds[0])]
+    return " ".join(["python", script, *map(shlex.quote, extra), *seed_flag, "--max_iter", str(config["max_iter"]),
+                     *(["--recipe", recipe] if recipe else []), "--out_dir", str(out_dir), "--name", name])
+
+
+def segments(run_path: Path, rows: list[dict]) -> list[dict]:
+    """Each command that wrote to the run: iteration range, card, torch version, mode, training seconds."""
+    config = config_of(run_path)
+    parts = config.get("segments", []) + [dict(config, until_iteration=int(rows[-1]["iteration"]))]
+    train = {int(r["iteration"]): float(r["train_time"]) for r in rows}
+    out, start = [], 0
+    for part in parts:
+        end = int(part["until_iteration"])
+        seconds = train.get(end, float("nan")) - train.get(start, 0.0)
+        out.append({"from": start, "to": end, "card": part.get("device_name") or "",
+                    "device": part.get("device_resolved") or "", "torch": part.get("torch_version") or "",
+                    "mode": part.get("mode") if str(part.get("device_resolved", "")).startswith("cuda") else "cpu",
+                    "train_s": seconds})
+        start = end
+    return out
+
+
+@lru_cache(maxsize=None)
+def legacy_stops() -> dict[str, str]:
+    """folder -> why it stopped, for run folders written before the trainer recorded it (results/legacy_stops.csv)."""
+    path = RESULTS / "legacy_stops.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {row["folder"]: row["reason"] for row in csv.DictReader(line for line in f if not line.startswith("#"))}
+
+
+def stop_reason(run_path: Path, rows: list[dict]) -> str:
+    rel = str(run_path.relative_to(RESULTS))
+    for prefix, why in SUPERSEDED.items():
+        if rel.startswith(prefix + "/"):
+            return why
+    config = config_of(run_path)
+    last = int(rows[-1]["iteration"])
+    if "end" in config:
+        return config["end"]["reason"]
+    if last >= int(config.get("max_iter", 0)):
+        return "reached max_iter"
+    if rel in legacy_stops():
+        return legacy_stops()[rel]
+    start = config.get("segments", [{}])[-1].get("until_iteration", 0) if config.get("segments") else 0
+    wall = {int(r["iteration"]): float(r["wall_time"]) for r in rows}
+    limit = float(config.get("time_limit") or 0.0) * 60
+    if limit and wall[last] - wall.get(start, 0.0) >= 0.99 * limit:
+        return "time limit"
+    return "ended before max_iter (reason not recorded)"
+
+
+@lru_cache(maxsize=None)
+def index_rows() -> tuple[dict, ...]:
+    """One row per run folder under results/."""
+    out = []
+    for path in sorted(p.parent for p in RESULTS.rglob("metrics.csv")):
+        rows = read_metric_rows(path / "metrics.csv")
+        if not rows:
+            continue
+        config = config_of(path)
+        seed_match = re.search(r"_seed(\d+)$", path.name)
+        seed = int(seed_match.group(1)) if seed_match else int(config.get("seed", 0))
+        parts = segments(path, rows)
+        out.append({"folder": str(path.relative_to(RESULTS)), "recipe": config.get("recipe") or "",
+                    "name": config.get("name") or "", "script": config.get("script", ""), "seed": seed,
+                    "last_iteration": int(rows[-1]["iteration"]), "max_iter": int(config.get("max_iter", 0)),
+                    "stop": stop_reason(path, rows), "train_time_s": round(float(rows[-1]["train_time"]), 1),
+                    "segments": "; ".join(
+                        f"{s['from']}-{s['to']} {s['card'] or s['device'] or 'device not recorded'} "
+                        f"torch {s['torch'] or '?'} {s['mode']} {s['train_s']:.0f} s "
+                        f"({1000 * s['train_s'] / max(s['to'] - s['from'], 1):.2f} ms/it)" for s in parts),
+                    "command": command_of(path, [seed])})
+    return tuple(out)
+
+
+def index_csv(rows: tuple[dict, ...]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def run_index_tables() -> str:
+    """The index as Markdown: one table per results/ folder (superseded runs by their own subfolder), the seeds
+    of one run that stopped alike on one line."""
+    blocks: dict[str, list[list[dict]]] = {}
+    for row in index_rows():
+        parts = row["folder"].split("/")
+        rows = blocks.setdefault("/".join(parts[:2] if parts[0] == "superseded" else parts[:1]), [])
+        stem = re.sub(r"_seed\d+$", "", row["folder"])
+        alike = rows and re.sub(r"_seed\d+$", "", rows[-1][0]["folder"]) == stem and all(
+            rows[-1][0][k] == row[k] for k in ("last_iteration", "stop", "segments", "train_time_s"))
+        rows[-1].append(row) if alike else rows.append([row])
+    lines: list[str] = []
+    for top, runs in blocks.items():
+        lines += [f"### results/{top}", "", "| folder | last iteration | stopped | train s | segments | command |",
+                  "|---|---|---|---|---|---|"]
+        for run in runs:
+            first, seeds = run[0], [r["seed"] for r in run]
+            folder = re.sub(r"_seed\d+$", f"_seed{{{seed_range(seeds)}}}", first["folder"]) if len(run) > 1 \
+                else first["folder"]
+            command = command_of(RESULTS / first["folder"], seeds)
+            lines.append(f"| `{folder}` | {first['last_iteration']:,} | {first['stop']} | {first['train_time_s']:.0f} | "
+                         f"{first['segments']} | `{command}` |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a results table: the runs of method ``key`` below results/<folder>, under a label."""
+
+    folder: str
+    key: str
+    label: str = ""
+    paper: str = ""  # the paper's row to compare with (a PAPER_NUMBERS label)
+
+    @property
+    def runs(self) -> MethodRuns:
+        return group(self.folder, self.key)
+
+    @property
+    def name(self) -> str:
+        return self.label or LABELS.get(self.key, self.key)
+
+
+def pm(mean: float, std: float, digits: int) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def reproduced(s: dict, paper: tuple[float, float, float, float]) -> str:
+    logpd_ok = s["logpd_mean"] >= paper[0] - paper[1]
+    mmd_ok = s["log_mmd_mean"] <= paper[2] + paper[3]
+    return "yes" if logpd_ok and mmd_ok else "no"
+
+
+PAPER_ROWS = [Row("paper", "vardiu_gaussian_true"), Row("paper", "vardiu_nsf_true"),
+              Row("paper", "di_ss10_true"), Row("paper", "di_ss5_true"), Row("paper", "di_ss1_true"),
+              Row("paper", "vardiu_nsf_teacher"), Row("paper", "vardiu_gaussian_teacher"),
+              Row("paper", "di_ss10_teacher"),
+              Row("published", "vardiu_gaussian_true", "the published command (VarDiU Gaussian*)",
+                  "VarDiU Gaussian*")]
+
+
+def paper_table(last: int = 50) -> str:
+    lines = ["| row | ours: log density | ours: log MMD | modes (of 40) | seeds | last iteration | paper: log density "
+             "| paper: log MMD | reproduced |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in PAPER_ROWS:
+        g = row.runs
+        s = summarise(g, last)
+        paper = PAPER_NUMBERS[row.paper or LABELS[row.key]]
+        lines.append(f"| {row.name.replace('*', chr(92) + '*')} | {pm(s['logpd_mean'], s['logpd_std'], 3)} | "
+                     f"{pm(s['log_mmd_mean'], s['log_mmd_std'], 2)} | {s['modes_mean']:.1f} | {len(g.runs)} | "
+                     f"{last_iterations(g)} | {pm(paper[0], paper[1], 3)} | {pm(paper[2], paper[3], 2)} | "
+                     f"{reproduced(s, paper)} |")
+    return "\n".join(lines)
+
+
+def reproduce_table() -> str:
+    lines = ["| row | command | training time (s, per process) |", "|---|---|---|"]
+    for row in PAPER_ROWS:
+        g = row.runs
+        first = g.runs[0].path
+        times = sorted({round(float(r.train_time[-1])) for r in g.runs})
+        lines.append(f"| {row.name.replace('*', chr(92) + '*')} | `{command_of(first, seeds_of(g))}` | "
+                     f"{' / '.join(f'{t:,}' for t in times)} |")
+    return "\n".join(lines)
+
+
+def summary_table(rows: list[Row], last: int, modes_at: tuple[int, ...] = ()) -> str:
+    """Label, seeds, last iteration, last-``last`` numbers, modes (mean / worst seed), near a mode, and the mean
+    number of modes at the given iterations ('-' where a row has not reached one)."""
+    head = ["run", "seeds", "last iteration", f"log density (last {last})", f"log MMD (last {last})",
+            "modes (mean / worst seed)", "near a mode"] + [f"modes at {i // 1000}k" for i in modes_at]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        g = row.runs
+        s = summarise(g, last)
+        at = [at_iteration(g, "modes", i) for i in modes_at]
+        lines.append(f"| {row.name} | {len(g.runs)} | {last_iterations(g)} | {pm(s['logpd_mean'], s['logpd_std'], 3)}"
+                     f" | {pm(s['log_mmd_mean'], s['log_mmd_std'], 2)} | {s['modes_mean']:.1f} / {s['modes_min']:.1f}"
+                     f" | {s['near_mode_mean']:.3f} |" + "".join(f" {a} |" for a in at))
+    return "\n".join(lines)
+
+
+def at_iteration(g: MethodRuns, attr: str, iteration: int, digits: int = 1) -> str:
+    """Mean over seeds of ``attr`` at ``iteration`` ('-' when some seed has no evaluation there)."""
+    values = []
+    for run in g.runs:
+        hit = np.flatnonzero(run.iteration == iteration)
+        if not hit.size:
+            return "-"
+        values.append(getattr(run, attr)[hit[0]])
+    return f"{np.mean(values):.{digits}f}"
+
+
+def trajectory_table(rows: list[Row], iterations: tuple[int, ...]) -> str:
+    """Mean over seeds of log density / log MMD / modes at fixed iterations."""
+    head = ["row"] + [f"{i // 1000}k" for i in iterations]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        g = row.runs
+        cells = [f"{at_iteration(g, 'logpd', i, 2)} / {at_iteration(g, 'log_mmd', i, 2)} / "
+                 f"{at_iteration(g, 'modes', i, 1)}" if at_iteration(g, 'logpd', i) != "-" else "-"
+                 for i in iterations]
+        lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def seed_table(rows: list[Row], last: int) -> str:
+    """Each seed's mean over its last ``last`` evaluations (log density / log MMD / modes)."""
+    lines = ["| row | seed: log density / log MMD / modes |", "|---|---|"]
+    for row in rows:
+        g = row.runs
+        n = g.common_evaluations
+        cells = [f"{seed}: {np.mean(r.logpd[:n][-last:]):.3f} / {np.mean(r.log_mmd[:n][-last:]):.2f} / "
+                 f"{np.mean(r.modes[:n][-last:]):.1f}" for r, seed in sorted(zip(g.runs, seeds_of(g)),
+                                                                            key=lambda p: p[1])]
+        lines.append(f"| {row.name} | " + "; ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+MATCHED_ROWS = [Row("matched", k) for k in ("vardiu_gaussian_true", "vardiu_nsf_true", "di_ss10_true", "di_ss1_true")]
+MATCHED_ROWS = [Row(r.folder, r.key, LABELS[r.key] + " (`matched`)") for r in MATCHED_ROWS]
+PAPER_AND_PUBLISHED = [Row(r.folder, r.key, r.label or LABELS[r.key] + " (`paper`)") for r in PAPER_ROWS]
+TEACHER_STUDY_ROWS = [Row("teacher_study", "vardiu_gaussian_teacher_smin0.1", "VarDiU Gaussian, `--sigma_min 0.1`"),
+                      Row("teacher_study", "vardiu_gaussian_teacher_smin0.5", "VarDiU Gaussian, `--sigma_min 0.5`"),
+                      Row("teacher_study", "vardiu_gaussian_teacher_smin1.0", "VarDiU Gaussian, `--sigma_min 1.0`"),
+                      Row("teacher_study", "vardiu_gaussian_teacher_smin1.5", "VarDiU Gaussian, `--sigma_min 1.5`"),
+                      Row("teacher_study", "vardiu_gaussian_teacher_smin2.0", "VarDiU Gaussian, `--sigma_min 2.0`"),
+                      Row("teacher_study", "vardiu_nsf_teacher_smin1.0", "VarDiU NSF, `--sigma_min 1.0`"),
+                      Row("teacher_study", "vardiu_nsf_teacher_smin2.0", "VarDiU NSF, `--sigma_min 2.0`"),
+                      Row("matched", "di_ss1_teacher", "Diff-Instruct score_step 1, `--sigma_min 0.1`"),
+                      Row("teacher_study", "di_ss1_teacher_smin2.0", "Diff-Instruct score_step 1, `--sigma_min 2.0`"),
+                      Row("teacher_82k", "vardiu_gaussian_teacher_smin1.5",
+                          "VarDiU Gaussian, `--sigma_min 1.5`, teacher on 81,920 points")]
+TEACHER_ROWS = [Row("paper", "vardiu_gaussian_teacher", "`paper` recipe, our teacher"),
+                Row("authors_teacher", "vardiu_gaussian_teacher", "`paper` recipe, the authors' teacher"),
+                Row("teacher_rows", "vardiu_gaussian_teacher_cap2", "power capped at 2.0, our teacher"),
+                Row("teacher_rows", "vardiu_gaussian_authors_teacher_cap2", "power capped at 2.0, the authors' teacher"),
+                Row("teacher_rows", "vardiu_gaussian_authors_teacher_defaults",
+                    "their script's defaults (`--sigma_max 40 --power 1.5`), the authors' teacher"),
+                Row("teacher_rows", "vardiu_gaussian_authors_teacher_defaults_no_antithetic",
+                    "the same with `--no_antithetic`, the authors' teacher"),
+                Row("teacher_rows", "vardiu_gaussian_teacher_per_sample",
+                    "per-sample sigma^2 weights (`--weight_reduction sample`), our teacher"),
+                Row("teacher_rows", "vardiu_gaussian_authors_teacher_floor1",
+                    "noise floor `--sigma_min 1.0`, the authors' teacher")]
+EQUALITY_ROWS = [Row("equality/exact", "vardiu_gaussian_true", "`--mode exact`"),
+                 Row("equality/fast", "vardiu_gaussian_true", "`--mode fast`")]
+MILESTONES = (50_000, 100_000, 200_000, 400_000, 600_000, 800_000, 1_000_000)
+
+def speed_table() -> str:
+    """Every row of benchmarks/results/bench_wall_*.json: ms per iteration with and without evaluation, then the
+    command that wrote each file. A row whose run failed says so."""
+    lines = ["| method | seeds | `--mode` | ms / iteration | of it training | card | torch | file |",
+             "|---|---|---|---|---|---|---|---|"]
+    commands = []
+    for path in sorted((ROOT / "benchmarks" / "results").glob("bench_wall_*.json")):
+        data = json.loads(path.read_text())
+        commands.append(f"- `{path.name}`: `{data['command']}`")
+        for r in data["rows"]:
+            timing = (f"{r['ms_per_it']:.3f} | {r['train_ms_per_it']:.3f}" if not r.get("failed")
+                      else f"failed: {r['error'].split(': ')[-1]} | ")
+            lines.append(f"| {r['method']} | {r['seeds']} | {r['mode']} | {timing} | {data['device']} | "
+                         f"{data['torch']} | `{path.name}` |")
+    return "\n".join(lines + [""] + commands)
+
+
+# NAME -> what the block between its markers holds
+BLOCKS = {
+    "paper-table": lambda: paper_table(),
+    "reproduce-table": reproduce_table,
+    "paper-trajectories": lambda: trajectory_table(PAPER_AND_PUBLISHED + MATCHED_ROWS, MILESTONES),
+    "paper-seeds": lambda: seed_table(PAPER_AND_PUBLISHED + MATCHED_ROWS, 50),
+    "matched-table": lambda: summary_table(MATCHED_ROWS, 50),
+    "teacher-study-table": lambda: summary_table(TEACHER_STUDY_ROWS, 10, (100_000, 200_000, 300_000, 500_000)),
+    "teacher-rows-table": lambda: summary_table(TEACHER_ROWS, 50),
+    "speed-table": speed_table,
+    "run-index": run_index_tables,
+    "equality-table": lambda: summary_table(EQUALITY_ROWS, 10),
+    "authors-teacher-trajectory": lambda: trajectory_table(
+        [Row("authors_teacher", "vardiu_gaussian_teacher", "`paper` recipe, the authors' teacher"),
+         Row("paper", "vardiu_gaussian_teacher", "`paper` recipe, our teacher")],
+        (50_000, 100_000, 150_000, 200_000, 258_000)),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing and checking
+# ---------------------------------------------------------------------------------------------------------------
+
+def fill_blocks(text: str) -> str:
+    """``text`` with every generated block rewritten."""
+    out, pos = [], 0
+    for match in BEGIN.finditer(text):
+        if match.start() < pos:
+            continue
+        name = match.group(1)
+        end = text.find(END, match.end())
+        if end < 0 or name not in BLOCKS:
+            raise SystemExit(f"report: block {name!r} has no end marker or is not one of {', '.join(BLOCKS)}")
+        out += [text[pos:match.end()], BLOCKS[name]().rstrip("\n") + "\n"]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
+def clear_caches() -> None:
+    """Forget what was read from results/ (for a caller that changes RESULTS or the files under it)."""
+    for cached in (runs_below, index_rows, legacy_stops):
+        cached.cache_clear()
+
+
+def expected_files() -> dict[Path, str]:
+    """Every generated file (or file with generated blocks) and the text results/ gives it."""
+    files = {RESULTS / "INDEX.csv": index_csv(index_rows())}
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        if BEGIN.search(path.read_text()):
+            files[path] = fill_blocks(path.read_text())
+    return files
+
+
+def stale_files() -> list[Path]:
+    """The generated files that differ from what results/ gives."""
+    return [p for p, text in expected_files().items() if not p.is_file() or p.read_text() != text]
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file is out of date")
+    a = p.parse_args(argv)
+    if a.check:
+        stale = stale_files()
+        for path in stale:
+            print(f"report: {path.relative_to(ROOT)} differs from what results/ gives; run python report.py",
+                  file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in expected_files().items():
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
