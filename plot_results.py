@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from utils.cli import Parser, UsageError, exit_on_usage_error, validate_output_folder  # noqa: E402
-from utils.experiments import LABELS, METHOD_ORDER, PAPER_NUMBERS, RECIPES, method_key  # noqa: E402
+from utils.recipes import LABELS, METHOD_ORDER, PAPER_NUMBERS, RECIPES, method_key  # noqa: E402
 from utils.run_io import read_metric_rows  # noqa: E402
 
 plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "legend.fontsize": 6.5, "axes.labelsize": 8})
@@ -133,7 +133,7 @@ def find_run_folders(paths: list[str]) -> list[Path]:
 
 
 def group_methods(runs: list[Run]) -> list[MethodRuns]:
-    """Runs grouped by (recipe, method): recipes in their order in utils.experiments, methods in the paper's
+    """Runs grouped by (recipe, method): recipes in their order in utils.recipes, methods in the paper's
     order, then alphabetically. Labels are the paper's legend names, ending in [recipe] when several recipes
     are present."""
     several = len({run.recipe for run in runs}) > 1
@@ -237,7 +237,7 @@ def write_figures(groups: list[MethodRuns], out: Path, pdf: bool) -> list[Path]:
     with_samples = [g for g in groups if g.runs[0].samples is not None]
     if with_samples:
         from utils.plotting import draw_samples
-        from utils.targets import make_target
+        from utils.registry import make_target
         cols = min(len(with_samples), 5)
         rows = math.ceil(len(with_samples) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.7 * rows), squeeze=False)

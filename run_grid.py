@@ -8,7 +8,7 @@
     python run_grid.py --recipe paper --methods vardiu_gaussian_true --seeds 5-8 --seeds_per_job 1   # 4 processes
     sbatch scripts/slurm_grid.sh                                   # one SLURM array task per method
 
-Recipes (``utils/experiments.py``): ``paper`` (the table's eight rows as the authors' code ran them), ``matched``
+Recipes (``utils/recipes.py``): ``paper`` (the table's eight rows as the authors' code ran them), ``matched``
 (every method with the same per-sample weight and sigma schedule) and ``published`` (the README's published
 commands). Runs land in --out_dir/<recipe>/ as ``<method>_seed<N>`` and record the recipe in config.json; each
 job's output goes to --out_dir/<recipe>/logs/<method>.log. Flags after ``--`` go to every training script. Jobs
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from utils.cli import Parser, UsageError, exit_on_usage_error, validate_output_folder
-from utils.experiments import RECIPE_SUMMARIES, RECIPES
+from utils.recipes import RECIPE_SUMMARIES, RECIPES
 from utils.seeds import parse_seeds
 
 ROOT = Path(__file__).resolve().parent

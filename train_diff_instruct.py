@@ -18,11 +18,12 @@ from losses.diff_instruct import GeneratorLoss, StudentScoreLoss
 from losses.noise import ConstantPower, make_weight
 from models import Generator
 from models.networks import ReferenceDiffInstructGenerator
-from utils.cli import exit_on_usage_error, require_positive, training_parser
-from utils.methods import noise_sampler, power_schedule
+from utils.cli import exit_on_usage_error, parse_flags, require_positive, training_parser
+from utils.loop import run_training
+from utils.methods import noise_sampler, power_schedule, score_source
+from utils.step import Method, Update
 from utils.targets import GaussianMixture
-from utils.teachers import target_score, teacher_network, teacher_notes
-from utils.trainer import Method, Update, parse_flags, run_training
+from utils.teachers import teacher_network, teacher_notes
 
 SCRIPT = "train_diff_instruct.py"
 
@@ -49,18 +50,20 @@ def build(flags: argparse.Namespace, device: torch.device, target: GaussianMixtu
     (student score - target score); both draw sigma from the same sampler."""
     require_positive(flags, ["score_step"], integer=True)
     require_positive(flags, ["score_lr", "sigma_data"])
-    student = copy.deepcopy(teacher_network(flags, target, device)).requires_grad_(True).train()
+    student = copy.deepcopy(teacher_network(flags.teacher, flags.teacher_ckpt, target, device))
+    student.requires_grad_(True).train()
     make_generator = ReferenceDiffInstructGenerator if flags.reference_generator_input else Generator
     generator = make_generator(target.dim, flags.width, flags.depth).to(device)
     noise = noise_sampler(flags, device)
-    generator_loss = GeneratorLoss(noise, make_weight(flags.weight, flags.sigma_max), target_score(flags, target, device))
+    generator_loss = GeneratorLoss(noise, make_weight(flags.weight, flags.sigma_max), score_source(flags, target, device))
     return Method(networks={"generator": generator, "student": student},
                   learning_rates={"generator": flags.lr, "student": flags.score_lr},
-                  updates=[Update(StudentScoreLoss(noise, flags.sigma_data), ("student",), repeats=flags.score_step),
-                           Update(generator_loss, ("generator",))],
+                  updates=[Update(StudentScoreLoss(noise, flags.sigma_data), ("student",), objective="score_loss",
+                                  repeats=flags.score_step),
+                           Update(generator_loss, ("generator",), objective="loss")],
                   # the reference baseline: p fixed at --power from the first iteration
                   power_schedule=power_schedule(flags) if flags.anneal_power else ConstantPower(flags.power),
-                  notes=teacher_notes(flags))
+                  notes=teacher_notes(flags.true_score, flags.sigma_min))
 
 
 @exit_on_usage_error

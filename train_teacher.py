@@ -18,11 +18,13 @@ import torch
 from losses.edm import DenoiserLoss
 from losses.noise import ConstantPower, NoiseSampler
 from models.denoiser import EDMDenoiser, HeunSampler
-from utils.cli import exit_on_usage_error, require_positive, training_parser
+from utils.cli import exit_on_usage_error, parse_flags, require_positive, training_parser
+from utils.loop import run_training
 from utils.run_io import load_checkpoint
-from utils.targets import GaussianMixture, make_target
+from utils.registry import make_target
+from utils.targets import GaussianMixture
 from utils.teachers import save_teacher
-from utils.trainer import Method, Update, parse_flags, run_training
+from utils.step import Method, Update
 
 SCRIPT = "train_teacher.py"
 
@@ -58,7 +60,7 @@ def build(flags: argparse.Namespace, device: torch.device, target: GaussianMixtu
     noise = NoiseSampler(flags.batch_size, flags.sigma_min, flags.sigma_max, antithetic=False, device=device,
                          spacing="log" if flags.sigma_sampling == "log_uniform" else "power")
     return Method(networks={"denoiser": denoiser}, learning_rates={"denoiser": flags.lr},
-                  updates=[Update(DenoiserLoss(data, noise, flags.sigma_data), ("denoiser",))],
+                  updates=[Update(DenoiserLoss(data, noise, flags.sigma_data), ("denoiser",), objective="loss")],
                   power_schedule=ConstantPower(1.0), eval_network="denoiser",
                   sample=HeunSampler(flags.heun_steps, flags.sigma_min, flags.sampler_sigma_max, flags.rho))
 
@@ -67,13 +69,13 @@ def export_teacher(run_dir: Path) -> Path:
     """Write run_dir/teacher.pt from the run's last checkpoint (the EMA weights when EMA was on)."""
     _, ckpt = load_checkpoint(run_dir)
     cfg = ckpt["config"]
-    denoiser = EDMDenoiser(make_target(cfg["target"]).dim, cfg["width"], cfg["depth"], cfg["sigma_data"])
+    denoiser = EDMDenoiser(make_target(cfg["target"], cfg.get("dim", 2)).dim, cfg["width"], cfg["depth"], cfg["sigma_data"])
     if ckpt["ema"] is not None:
         denoiser.load_state_dict({k.removeprefix("denoiser."): v for k, v in ckpt["ema"].items()})
     else:
         denoiser.load_state_dict(ckpt["modules"]["denoiser"])
     path = run_dir / "teacher.pt"
-    save_teacher(path, denoiser, cfg["target"], {"iteration": ckpt["iteration"], "config": cfg,
+    save_teacher(path, denoiser, make_target(cfg["target"], cfg.get("dim", 2)).name, {"iteration": ckpt["iteration"], "config": cfg,
                                                  "final_metrics": ckpt["history"][-1]})
     return path
 

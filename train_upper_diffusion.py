@@ -2,7 +2,8 @@
 
     python train_upper_diffusion.py -true_score --sigma_min 0.1 --sigma_max 20 --power 2.0 --weight sigma2 --seed 0
 
-Parses flags and wires the parts together; the loop lives in utils/trainer.py.
+Parses flags and wires the parts together; the loop lives in utils/loop.py. ``--posterior`` picks another
+posterior from utils/registry.py (its options at their defaults; train_upper_flow.py exposes the flows' options).
 """
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import argparse
 
 import torch
 
-from models import GaussianPosterior, Generator
-from utils.cli import add_vardiu_flags, exit_on_usage_error, training_parser
+from models import Generator
+from utils.cli import add_vardiu_flags, exit_on_usage_error, parse_flags, training_parser
+from utils.loop import run_training
 from utils.methods import vardiu_method
+from utils.registry import POSTERIORS
+from utils.step import Method
 from utils.targets import GaussianMixture
-from utils.trainer import Method, parse_flags, run_training
 
 SCRIPT = "train_upper_diffusion.py"
 
@@ -22,18 +25,23 @@ SCRIPT = "train_upper_diffusion.py"
 def build_parser() -> argparse.ArgumentParser:
     parser = training_parser(__doc__.split("\n\n")[0])
     add_vardiu_flags(parser)
+    parser.add_argument_group("VarDiU").add_argument(
+        "--posterior", default="gaussian", choices=list(POSTERIORS),
+        help="the posterior q(z | x_t, sigma), by its name in utils/registry.py")
     return parser
 
 
 def build(flags: argparse.Namespace, device: torch.device, target: GaussianMixture) -> Method:
     generator = Generator(target.dim, flags.width, flags.depth).to(device)
-    posterior = GaussianPosterior(target.dim, flags.width, flags.depth).to(device)
+    posterior = POSTERIORS[flags.posterior].build(target.dim, flags.width, flags.depth,
+                                                  data_std=target.data_std if flags.precondition else None).to(device)
     return vardiu_method(generator, posterior, flags, device, target)
 
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None):
-    return run_training(build, parse_flags(build_parser(), argv, SCRIPT), SCRIPT, run_prefix="vardiu_gaussian")
+    flags = parse_flags(build_parser(), argv, SCRIPT)
+    return run_training(build, flags, SCRIPT, run_prefix=f"vardiu_{flags.values.posterior.lower()}")
 
 
 if __name__ == "__main__":

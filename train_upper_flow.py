@@ -11,12 +11,14 @@ import argparse
 
 import torch
 
-from models import FlowPosterior, Generator
+from models import Generator
 from models.flows import FLOW_TYPES
-from utils.cli import UsageError, add_vardiu_flags, exit_on_usage_error, require_positive, training_parser
+from utils.cli import UsageError, add_vardiu_flags, exit_on_usage_error, parse_flags, require_positive, training_parser
+from utils.loop import run_training
 from utils.methods import vardiu_method
+from utils.registry import POSTERIORS
+from utils.step import Method
 from utils.targets import GaussianMixture
-from utils.trainer import Method, parse_flags, run_training
 
 SCRIPT = "train_upper_flow.py"
 
@@ -46,8 +48,10 @@ def validate_flow_args(flags: argparse.Namespace) -> None:
 def build(flags: argparse.Namespace, device: torch.device, target: GaussianMixture) -> Method:
     validate_flow_args(flags)
     generator = Generator(target.dim, flags.width, flags.depth).to(device)
-    posterior = FlowPosterior(target.dim, flags.flow_type, flags.flow_length, flags.width, flags.depth,
-                              flags.flow_context, flags.flow_hidden, flags.flow_bins, flags.flow_tail_bound).to(device)
+    posterior = POSTERIORS[flags.flow_type].build(
+        target.dim, flags.width, flags.depth, flow_length=flags.flow_length, context_features=flags.flow_context,
+        flow_hidden=flags.flow_hidden, num_bins=flags.flow_bins, tail_bound=flags.flow_tail_bound,
+        data_std=target.data_std if flags.precondition else None).to(device)
     return vardiu_method(generator, posterior, flags, device, target)
 
 

@@ -6,7 +6,8 @@ with the paper's evaluation schedule see bench_wall.py.
     python benchmarks/bench_step.py                                  # every method, cuda if available
     python benchmarks/bench_step.py --device cpu --seeds 1 --iters 20 --methods vardiu_gaussian
 
-Times the same iteration the training loop runs (``utils.trainer.Trainer.iteration``), after warm-up
+Times the same iteration the training loop runs (``utils.step.Trainer.iteration``, run as ``utils.step.prepare``
+sets it up for the mode), after warm-up
 (and capture), between two device synchronisations. Prints a Markdown table and the device name and writes a
 JSON file. ``--profile`` adds, per row, the CUDA kernels one iteration launches and their summed GPU time (from an
 eager iteration under torch.profiler): the floor a CUDA graph can approach.
@@ -15,37 +16,29 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from utils.cli import exit_on_usage_error
+from utils.registry import method_trainer
+from utils.run_io import write_result
+from utils.step import Trainer, prepare, resolve_device, synchronize
 
-from benchmarks import write_results  # noqa: E402
-import train_diff_instruct  # noqa: E402
-import train_upper_diffusion  # noqa: E402
-import train_upper_flow  # noqa: E402
-from utils.cli import exit_on_usage_error, resolve_device  # noqa: E402
-from utils.fast import make_iteration_runner  # noqa: E402
-from utils.targets import make_target  # noqa: E402
-from utils.trainer import Trainer, build_trainer, set_precision, synchronize  # noqa: E402
-
+# benchmark row -> (utils.registry method, its flags): the true score at the paper's sizes
 METHODS = {
-    "vardiu_gaussian": (train_upper_diffusion, ["--true_score"]),
-    "vardiu_nsf": (train_upper_flow, ["--true_score", "--flow_type", "NSF"]),
-    "di_ss1": (train_diff_instruct, ["--true_score", "--score_step", "1"]),
-    "di_ss10": (train_diff_instruct, ["--true_score", "--score_step", "10"]),
+    "vardiu_gaussian": ("vardiu_gaussian", ["--true_score"]),
+    "vardiu_nsf": ("vardiu_nsf", ["--true_score"]),
+    "di_ss1": ("diff_instruct", ["--true_score", "--score_step", "1"]),
+    "di_ss10": ("diff_instruct", ["--true_score", "--score_step", "10"]),
 }
 
 
 def make_trainer(method: str, num_seeds: int, device: torch.device) -> Trainer:
-    """The trainer of a method at the paper's sizes, K seeds, the power at --power (the cost does not depend on it)."""
-    module, flags = METHODS[method]
-    values = module.build_parser().parse_args(flags + ["--device", str(device), "--no_progress"])
-    trainer = build_trainer(module.build, values, list(range(num_seeds)), device, make_target(values.target).to(device))
-    trainer.power.fill_(values.power)
+    """The trainer of a method at the paper's sizes, K seeds, the power at 2 (the cost does not depend on it)."""
+    name, flags = METHODS[method]
+    trainer = method_trainer(name, flags, list(range(num_seeds)), device)
+    trainer.power.fill_(2.0)
     return trainer
 
 
@@ -72,10 +65,8 @@ def bench(method: str, num_seeds: int, mode: str, device: torch.device, iters: i
           profile_kernels: bool) -> dict:
     """One row, in one of the scripts' --mode settings (eager, exact, fast)."""
     torch._dynamo.reset()  # each row compiles afresh (no recompile limit across rows)
-    set_precision(mode)
     trainer = make_trainer(method, num_seeds, device)
-    trainer.nets.compile = mode == "fast"
-    run = make_iteration_runner(trainer.iteration, device, mode != "eager")
+    run = prepare(trainer, mode)
     for _ in range(warmup):
         run()
     synchronize(device)
@@ -121,7 +112,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 kernel_ms = f"{row['kernel_ms']:.3f}" if "kernel_ms" in row else ""
                 print(f"| {method} | {num_seeds} | {row['mode']} | {row['ms_per_it']:.3f} | "
                       f"{row['ms_per_seed_it']:.3f} | {row.get('kernels', '')} | {kernel_ms} |", flush=True)
-    write_results(a.json, "bench_step.py", argv, rows, device=str(device), device_name=name, torch=torch.__version__)
+    write_result(a.json, "benchmarks/bench_step.py", argv,
+                 {"device": str(device), "device_name": name, "torch": torch.__version__, "rows": rows})
     return rows
 
 

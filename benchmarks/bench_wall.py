@@ -13,7 +13,6 @@ iterations alone (train_time). Prints a Markdown table and writes a JSON file.
 from __future__ import annotations
 
 import argparse
-import csv
 import subprocess
 import sys
 import tempfile
@@ -21,12 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from benchmarks import write_results  # noqa: E402
-from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
-from utils.experiments import RECIPES  # noqa: E402
-from utils.run_io import run_folder_name  # noqa: E402
+from utils.cli import UsageError, exit_on_usage_error
+from utils.recipes import RECIPES
+from utils.run_io import read_metric_rows, run_folder_name, write_result
 
 METHODS = {  # the paper recipe's true-score rows
     "vardiu_gaussian": RECIPES["paper"]["vardiu_gaussian_true"],
@@ -48,8 +45,7 @@ def bench(method: str, seeds: int, mode: str, iters: int, out_dir: Path) -> dict
         errors = [line for line in res.stderr.splitlines() if "Error" in line or "error:" in line]
         return {"method": method, "seeds": seeds, "mode": mode, "iters": iters, "failed": True,
                 "error": (errors or res.stderr.strip().splitlines() or ["?"])[-1][:300], "command": " ".join(cmd[1:])}
-    with open(out_dir / run_folder_name(name, 0, seeds) / "metrics.csv") as f:
-        rows = {int(r["iteration"]): r for r in csv.DictReader(f)}
+    rows = {int(r["iteration"]): r for r in read_metric_rows(out_dir / run_folder_name(name, 0, seeds) / "metrics.csv")}
     first, last = rows[1000], rows[iters]
     span = iters - 1000
     return {"method": method, "seeds": seeds, "mode": mode, "iters": iters,
@@ -86,7 +82,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         continue
                     print(f"| {method} | {seeds} | {mode} | {row['ms_per_it']:.3f} | {row['train_ms_per_it']:.3f} | "
                           f"{row['process_s']:.0f} |", flush=True)
-    write_results(a.json, "bench_wall.py", argv, rows, device=device, torch=torch.__version__)
+    write_result(a.json, "benchmarks/bench_wall.py", argv, {"device": device, "torch": torch.__version__, "rows": rows})
     return rows
 
 

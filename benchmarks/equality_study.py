@@ -15,20 +15,18 @@ metrics), equality.json and equality.md, and prints whether the criterion holds 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from plot_results import ITERATIONS  # noqa: E402
-from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
+from plot_results import ITERATIONS
+from utils.cli import UsageError, exit_on_usage_error
+from utils.run_io import read_metric_rows
 
 TOLERANCE = {"logpd": 0.05, "log_mmd": 0.2}
 
@@ -40,8 +38,7 @@ def read_arm(folder: Path) -> dict[str, np.ndarray]:
         raise UsageError(f"{folder}: no run folders (metrics.csv) below it")
     tables = []
     for run in runs:
-        with open(run / "metrics.csv") as f:
-            tables.append(list(csv.DictReader(f)))
+        tables.append(read_metric_rows(run / "metrics.csv"))
     n = min(len(t) for t in tables)
     return {key: np.array([[float(r[key]) for r in t[:n]] for t in tables])
             for key in ("iteration", "logpd", "log_mmd", "modes")}

@@ -5,17 +5,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from models.denoiser import heun_sample  # noqa: E402
-from utils.metrics import SampleEvaluator  # noqa: E402
-from utils.targets import make_target  # noqa: E402
-from utils.teachers import load_teacher  # noqa: E402
-from utils.trainer import REFERENCE_SET_SEED  # noqa: E402
+from models.denoiser import heun_sample
+from utils.metrics import SampleEvaluator
+from utils.registry import make_target
+from utils.teachers import load_teacher
+from utils.loop import REFERENCE_SET_SEED
 
 
 def main() -> None:

@@ -24,24 +24,20 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments import write_result  # noqa: E402
-from losses.noise import WEIGHT_POWERS  # noqa: E402
-import train_upper_diffusion  # noqa: E402
-import train_upper_flow  # noqa: E402
-from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
-from utils.methods import power_schedule  # noqa: E402
-from utils.run_io import load_checkpoint  # noqa: E402
-from utils.targets import make_target  # noqa: E402
-from utils.trainer import Method  # noqa: E402
+from losses.noise import WEIGHT_POWERS
+import train_upper_diffusion
+import train_upper_flow
+from utils.cli import UsageError, exit_on_usage_error
+from utils.methods import power_schedule
+from utils.run_io import load_checkpoint, write_result
+from utils.registry import make_target
+from utils.step import Method
 
 
-BUILDS = {script.SCRIPT: script.build for script in (train_upper_diffusion, train_upper_flow)}
+BUILDS = {module.SCRIPT: module.build for module in (train_upper_diffusion, train_upper_flow)}
 
 
 def trained_method(flags: argparse.Namespace, state: dict) -> Method:
@@ -140,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"x{row['normaliser_rms_ratio']:.2f} (RMS) | share of v by band "
               + " / ".join(f"{x:.2f}" for x in row["band_share_of_v"]) + " | of samples "
               + " / ".join(f"{x:.2f}" for x in row["band_share_of_samples"]))
-    return write_result("adam_bands.py", argv, a.out,
+    return write_result(a.out, "experiments/adam_bands.py", argv,
                         {"bands": a.bands, "weight": a.weight, "true_score": a.true_score, "batches": a.batches,
                          "check": check, "rows": rows})
 

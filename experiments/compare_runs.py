@@ -16,9 +16,8 @@ import itertools
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from utils.cli import Parser, UsageError, exit_on_usage_error  # noqa: E402
-from utils.run_io import read_metric_rows  # noqa: E402
+from utils.cli import Parser, UsageError, exit_on_usage_error
+from utils.run_io import read_metric_rows
 
 CLOCK_COLUMNS = ("wall_time", "train_time")
 

@@ -4,7 +4,7 @@ proceeds on the linear-Gaussian problem of experiments/linear_gaussian.py.
     python experiments/gradient_bias.py --dims 2 16 --iters 2000 --out experiments/figures/gradient_bias.png
 
 Each method trains the generator x0 = a * z + b with the project's real losses and training iteration
-(utils.trainer.Trainer: VarDiU with a GaussianPosterior; Diff-Instruct with an EDMDenoiser student for score_step
+(utils.step.Trainer: VarDiU with a GaussianPosterior; Diff-Instruct with an EDMDenoiser student for score_step
 1, 5, 10). Both the posterior and
 the student first get --pretrain updates on the initial generator (as a teacher-initialised student would). Every --eval_every iterations the generator
 gradient of the method's own loss is drawn --eval_batches times (networks frozen) and compared with the
@@ -15,24 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.linear_gaussian import DiagonalLinearGenerator, diffusive_kl, gaussian_score  # noqa: E402
-from losses.diff_instruct import GeneratorLoss, StudentScoreLoss, diff_instruct_generator_loss  # noqa: E402
-from losses.edm import edm_denoiser_loss  # noqa: E402
-from losses.noise import ConstantPower, NoiseSampler, draw_noise, make_weight, sample_sigma  # noqa: E402
-from losses.vardiu import VarDiULoss, vardiu_loss  # noqa: E402
-from models import GaussianPosterior  # noqa: E402
-from models.denoiser import EDMDenoiser  # noqa: E402
-from utils.trainer import Method, Trainer, Update  # noqa: E402
+from experiments.linear_gaussian import DiagonalLinearGenerator, diffusive_kl, gaussian_score
+from losses.diff_instruct import GeneratorLoss, StudentScoreLoss, diff_instruct_generator_loss
+from losses.edm import edm_denoiser_loss
+from losses.noise import ConstantPower, NoiseSampler, draw_noise, make_weight, sample_sigma
+from losses.vardiu import VarDiULoss, vardiu_loss
+from models import GaussianPosterior
+from models.denoiser import EDMDenoiser
+from utils.step import Method, Trainer, Update
 
 METHODS = ["VarDiU (Gaussian posterior)", "Diff-Instruct, score_step 1", "Diff-Instruct, score_step 5",
            "Diff-Instruct, score_step 10"]
@@ -73,7 +71,8 @@ def build_trainer(method: str, gen, m, s, a: argparse.Namespace) -> Trainer:
             loss.backward()
             opt.step()
         spec = Method({"generator": gen, "student": student}, {"generator": a.lr, "student": a.score_lr},
-                      [Update(StudentScoreLoss(noise, a.sigma_data), ("student",), int(method.rsplit(" ", 1)[1])),
+                      [Update(StudentScoreLoss(noise, a.sigma_data), ("student",), objective="score_loss",
+                              repeats=int(method.rsplit(" ", 1)[1])),
                        Update(GeneratorLoss(noise, weight, gaussian_score(m, s)), ("generator",))],
                       ConstantPower(1.0))
         trainer = Trainer([spec], cpu, a.grad_clip, 0.0)

@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import train_upper_diffusion  # noqa: E402
-from experiments import write_result  # noqa: E402
-from experiments.adam_bands import trained_method  # noqa: E402
-from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
-from utils.run_io import load_checkpoint  # noqa: E402
+import train_upper_diffusion
+from experiments.adam_bands import trained_method
+from utils.cli import UsageError, exit_on_usage_error
+from utils.run_io import load_checkpoint, write_result
 
 
 @torch.no_grad()
@@ -73,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows:
         print(f"  |z| = {row['radius']:4.1f} (P {row['tail_probability']:.1e}): max |x0| {row['max_x0_norm']:6.1f}, "
               f"min std / sigma {row['min_std_ratio']:.2e}, max -log q {row['max_neg_log_q']:.2e}")
-    return write_result("posterior_tails.py", argv, a.out,
+    return write_result(a.out, "experiments/posterior_tails.py", argv,
                         {"iteration": state["iteration"], "true_score": state["config"].get("true_score"),
                          "sigma": a.sigma, "directions": a.directions, "rows": rows})
 

@@ -45,20 +45,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments import write_result  # noqa: E402
-from utils.cli import exit_on_usage_error  # noqa: E402
-from utils.targets import GaussianMixture, make_target  # noqa: E402
-from utils.teachers import kde_teacher, load_reference_teacher, load_teacher, teacher_path  # noqa: E402
+from utils.run_io import write_result
+from utils.cli import exit_on_usage_error
+from utils.registry import make_target
+from utils.targets import GaussianMixture
+from utils.teachers import kde_teacher, load_reference_teacher, load_teacher, teacher_path
 
 SIGMAS = [0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0]
 
@@ -210,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name}: bias force below the lost-mode signal from sigma = {floor} on" if floor is not None else
               f"{name}: bias force above the lost-mode signal even at sigma = {SIGMAS[-1]}: no safe noise floor")
     out = Path(a.out).with_suffix(".png")  # matplotlib adds .png to a name without a suffix: say the real name
-    write_result("teacher_collapse.py", argv, out.with_suffix(".json"),
+    write_result(out.with_suffix(".json"), "experiments/teacher_collapse.py", argv,
                  {"rows": rows, "lost_mode_signal": signal, "noise_floor": floors})
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for name in teachers:

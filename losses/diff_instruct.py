@@ -10,6 +10,7 @@ by the error of s_psi (the bias VarDiU removes).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -38,6 +39,7 @@ class StudentScoreLoss:
 
     noise: NoiseSampler
     sigma_data: float
+    terms: ClassVar[tuple[str, ...]] = ("score_loss",)
 
     def __call__(self, nets: dict[str, nn.Module], power: torch.Tensor) -> dict[str, torch.Tensor]:
         generator = nets["generator"]
@@ -53,6 +55,7 @@ class GeneratorLoss:
     noise: NoiseSampler
     weight: WeightFn
     target_score: ScoreFn
+    terms: ClassVar[tuple[str, ...]] = ("loss",)
 
     def __call__(self, nets: dict[str, nn.Module], power: torch.Tensor) -> dict[str, torch.Tensor]:
         generator = nets["generator"]

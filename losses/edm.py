@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -28,6 +29,7 @@ class DenoiserLoss:
     data: torch.Tensor
     noise: NoiseSampler
     sigma_data: float
+    terms: ClassVar[tuple[str, ...]] = ("loss",)
 
     def __call__(self, nets: dict[str, nn.Module], power: torch.Tensor) -> dict[str, torch.Tensor]:
         idx = torch.randint(0, self.data.shape[0], (self.noise.batch_size,), device=self.data.device)

@@ -110,6 +110,11 @@ class VarDiULoss:
     control_variate: bool = False
     reduction: str = "sample"
 
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """What ``__call__`` returns: the surrogate ``loss``, and the bound's value when log p_d is known."""
+        return ("loss",) if self.target_log_prob is None else ("loss", "bound")
+
     def __call__(self, nets: dict[str, nn.Module], power: torch.Tensor) -> dict[str, torch.Tensor]:
         generator, posterior = nets["generator"], nets["posterior"]
         out = vardiu_loss(generator, posterior, self.noise.draw(generator.dim, power), self.target_score,

@@ -26,7 +26,7 @@ from nflows.transforms.autoregressive import MaskedPiecewiseRationalQuadraticAut
 from nflows.transforms.base import CompositeTransform, Transform
 from nflows.transforms.permutations import ReversePermutation
 
-from models.networks import MLP, diagonal_normal_log_prob, posterior_context
+from models.networks import MLP, diagonal_normal_log_prob, posterior_context, posterior_mean_std
 
 FLOW_TYPES = ("NSF", "PLF")
 
@@ -191,11 +191,11 @@ class FlowPosterior(nn.Module):
 
     def __init__(self, dim: int = 2, flow_type: str = "NSF", flow_length: int = 4, width: int = 400,
                  depth: int = 4, context_features: int = 32, flow_hidden: int = 64, num_bins: int = 8,
-                 tail_bound: float = 5.0):
+                 tail_bound: float = 5.0, data_std: float | None = None):
         super().__init__()
         if flow_type not in FLOW_TYPES:
             raise ValueError(f"flow_type must be one of {FLOW_TYPES}, got {flow_type!r}")
-        self.dim, self.flow_type = dim, flow_type
+        self.dim, self.flow_type, self.data_std = dim, flow_type, data_std
         self.context_features = context_features
         self.trunk = MLP(dim + 1, 2 * dim + context_features, width, depth)
         layers: list[Transform] = []
@@ -208,9 +208,9 @@ class FlowPosterior(nn.Module):
         self.transform = CompositeTransform(layers)
 
     def _condition(self, x_t: torch.Tensor, sigma: torch.Tensor):
-        out = self.trunk(posterior_context(x_t, sigma))
+        out = self.trunk(posterior_context(x_t, sigma, self.data_std))
         mean, rho, features = out.split([self.dim, self.dim, self.context_features], dim=-1)
-        return mean, F.softplus(rho) * sigma.reshape(-1, 1), features
+        return (*posterior_mean_std(mean, rho, sigma, self.data_std), features)
 
     def log_prob(self, z: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """log q_phi(z | x_t, sigma) [B]."""

@@ -90,9 +90,34 @@ class ReferenceDiffInstructGenerator(Generator):
         return self.net(torch.cat([z, torch.ones_like(z)], dim=-1))
 
 
-def posterior_context(x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Network input for a posterior: concat(x_t [B, d], sigma [B, 1]) -> [B, d + 1]."""
-    return torch.cat([x_t, sigma.reshape(-1, 1).to(x_t.dtype)], dim=-1)
+SOFTPLUS_INV_ONE = math.log(math.e - 1)  # softplus of this is 1
+
+
+def posterior_context(x_t: torch.Tensor, sigma: torch.Tensor, data_std: float | None = None) -> torch.Tensor:
+    """Network input for a posterior [B, d + 1]: concat(x_t [B, d], sigma [B, 1]) as the paper's code has it; with
+    ``data_std`` s (``--precondition``) concat(x_t / sqrt(s^2 + sigma^2), log(sigma) / 4), inputs of unit scale at
+    every noise level (EDM's c_in and c_noise), so that no sigma_max or dimension drives the network to extremes."""
+    sigma = sigma.reshape(-1, 1).to(x_t.dtype)
+    if data_std is None:
+        return torch.cat([x_t, sigma], dim=-1)
+    return torch.cat([x_t * torch.rsqrt(data_std ** 2 + sigma ** 2), torch.log(sigma) / 4], dim=-1)
+
+
+def posterior_mean_std(mean: torch.Tensor, rho: torch.Tensor, sigma: torch.Tensor,
+                       data_std: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A posterior network's raw outputs [B, d] as the mean and std of z given (x_t, sigma). The paper's code:
+    (mean, softplus(rho) sigma). With ``data_std`` s: the form of the exact posterior of a linear generator
+    x0 = s z, whose mean is s x_t / (s^2 + sigma^2) and std sigma / sqrt(s^2 + sigma^2):
+
+        mean = s / sqrt(s^2 + sigma^2) * mean_raw,   std = softplus(rho + softplus^-1(1)) * sigma / sqrt(s^2 + sigma^2)
+
+    so that at initialisation (outputs near 0) q is near that posterior at every sigma, narrow for small sigma and
+    the prior N(0, I) for large sigma, instead of a std proportional to sigma alone (about sigma_max at sigma_max)."""
+    sigma = sigma.reshape(-1, 1).to(mean.dtype)
+    if data_std is None:
+        return mean, F.softplus(rho) * sigma
+    scale = torch.rsqrt(data_std ** 2 + sigma ** 2)
+    return data_std * scale * mean, F.softplus(rho + SOFTPLUS_INV_ONE) * sigma * scale
 
 
 def diagonal_normal_log_prob(z: torch.Tensor, mean: torch.Tensor | None = None,
@@ -107,19 +132,20 @@ def diagonal_normal_log_prob(z: torch.Tensor, mean: torch.Tensor | None = None,
 class GaussianPosterior(nn.Module):
     """q_phi(z | x_t, sigma) = N(mu(x_t, sigma), diag(softplus(rho(x_t, sigma)) * sigma)^2).
 
-    The standard deviation is proportional to sigma, so the posterior narrows as the noise level falls.
-    Shapes: z, x_t [B, d]; sigma [B] -> log q [B].
+    The standard deviation is proportional to sigma, so the posterior narrows as the noise level falls. With
+    ``data_std`` (``--precondition``) inputs and outputs are scaled as ``posterior_context`` and
+    ``posterior_mean_std`` say. Shapes: z, x_t [B, d]; sigma [B] -> log q [B].
     """
 
-    def __init__(self, dim: int = 2, width: int = 400, depth: int = 4):
+    def __init__(self, dim: int = 2, width: int = 400, depth: int = 4, data_std: float | None = None):
         super().__init__()
-        self.dim = dim
+        self.dim, self.data_std = dim, data_std
         self.net = MLP(dim + 1, 2 * dim, width, depth)
 
     def mean_std(self, x_t: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and standard deviation, each [B, d]."""
-        mean, rho = self.net(posterior_context(x_t, sigma)).chunk(2, dim=-1)
-        return mean, F.softplus(rho) * sigma.reshape(-1, 1)
+        mean, rho = self.net(posterior_context(x_t, sigma, self.data_std)).chunk(2, dim=-1)
+        return posterior_mean_std(mean, rho, sigma, self.data_std)
 
     def log_prob(self, z: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """log q_phi(z | x_t, sigma) [B]."""

@@ -20,4 +20,6 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
   "$PY" -m pip install --quiet --disable-pip-version-check "${TORCH_SPEC:-torch==2.13.0}"
 fi
 "$PY" -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+# the repository itself, editable, so that its packages import from anywhere (benchmarks/, experiments/, tests)
+"$PY" -m pip show --quiet vardiu >/dev/null 2>&1 || "$PY" -m pip install --quiet --disable-pip-version-check --no-deps -e .
 export PY

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import assert_complete_run_folder, read_metrics, run_script
+from losses.noise import NoiseSampler
 
 SCRIPT = "train_upper_diffusion.py"
 PUBLISHED = ["-true_score", "--sigma_min", "0.1", "--sigma_max", "20", "--power", "2.0", "--device", "cuda:0",
@@ -126,8 +127,16 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
 
 def test_odd_batch_allowed_without_antithetic(tmp_path, tiny):
     res = run_script(SCRIPT, "--true_score", *tiny, "--batch_size", "63", "--no_antithetic", "--max_iter", "5",
-                     "--show_iter", "5", "--out_dir", str(tmp_path))
+                     "--show_iter", "5", "--out_dir", str(tmp_path), "--name", "odd")
     assert res.returncode == 0, res.stderr
+    config = json.loads((tmp_path / "odd" / "config.json").read_text())
+    assert config["batch_size"] == 63 and config["no_antithetic"] is True
+    rows = read_metrics(tmp_path / "odd")
+    assert [r["iteration"] for r in rows] == ["0", "5"] and np.isfinite(float(rows[-1]["loss"]))
+    # what such a run draws: 63 noise vectors, none the negative of another (no antithetic pairs)
+    noise = NoiseSampler(63, 0.1, 20.0, antithetic=False, device=torch.device("cpu")).draw(2, 1.0)
+    assert noise.eps.shape == (63, 2) and noise.z.shape == (63, 2)
+    assert not torch.isclose(noise.eps[:, None, :], -noise.eps[None, :, :]).all(-1).any()
 
 
 def test_wandb_without_the_package_is_a_clear_error(tmp_path, tiny):
@@ -174,7 +183,7 @@ def test_tensorboard_writes_event_files(tmp_path, tiny):
 
 
 def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(tmp_path, tiny, monkeypatch, capsys):
-    """The second checkpoint write fails half-way (no space left): one line, exit 2, no stale last.pt.tmp, and the
+    """The second checkpoint write fails half-way (no space left): one line, exit 1, no stale last.pt.tmp, and the
     first checkpoint still loads."""
     import errno
 
@@ -193,7 +202,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
     with pytest.raises(SystemExit) as exc:
         train_upper_diffusion.main(["--true_score", *tiny, "--max_iter", "20", "--show_iter", "10",
                                     "--checkpoint_minutes", "0", "--out_dir", str(tmp_path), "--name", "d"])
-    assert exc.value.code == 2
+    assert exc.value.code == 1  # a run-time I/O failure, not bad input (2)
     err = capsys.readouterr().err.strip().splitlines()
     assert "No space left on device" in err[-1] and "the previous last.pt is kept" in err[-1]
     assert not (tmp_path / "d" / "checkpoints" / "last.pt.tmp").exists()
@@ -201,10 +210,38 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
     assert torch.load(tmp_path / "d" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 0
 
 
+def test_a_metrics_write_that_fails_mid_run_is_one_line_exit_1(tmp_path, tiny, monkeypatch, capsys):
+    """A folder that stops taking writes mid-run (here: the second metrics row) is a run-time I/O failure: one line
+    naming what is kept, exit 1 (not 2, bad input), and the checkpoint of iteration 0 still loads."""
+    import errno
+
+    import train_upper_diffusion
+    import utils.run_io as run_io
+    real_append, calls = run_io.MetricsLog._append, {"n": 0}
+
+    def failing_append(self, row):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.EROFS, "Read-only file system")
+        real_append(self, row)
+
+    monkeypatch.setattr(run_io.MetricsLog, "_append", failing_append)
+    with pytest.raises(SystemExit) as exc:
+        train_upper_diffusion.main(["--true_score", *tiny, "--max_iter", "20", "--show_iter", "10",
+                                    "--out_dir", str(tmp_path), "--name", "ro"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "could not write the metrics" in err[-1] and "Read-only file system" in err[-1] and "kept" in err[-1]
+    assert [r["iteration"] for r in read_metrics(tmp_path / "ro")] == ["0"]
+    assert torch.load(tmp_path / "ro" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 0
+
+
 def test_resuming_an_iteration_0_checkpoint_logs_iteration_0_once(tmp_path, tiny):
     """A run killed after its first checkpoint (iteration 0) resumes without a second iteration-0 row."""
     import train_upper_diffusion
-    from utils.trainer import Update, parse_flags, run_training
+    from utils.cli import parse_flags
+    from utils.loop import run_training
+    from utils.step import Update
 
     def crashing_build(flags, device, target):
         method = train_upper_diffusion.build(flags, device, target)
@@ -223,7 +260,7 @@ def test_resuming_an_iteration_0_checkpoint_logs_iteration_0_once(tmp_path, tiny
 
 
 def test_progress_bar_shows_no_loss_before_the_first_evaluation():
-    from utils.trainer import progress_summary
+    from utils.loop import progress_summary
     assert progress_summary([{"logpd": -7.0, "log_mmd": -6.5, "modes": 40}]) == "logpd=-7.000, logMMD=-6.50, modes=40"
     assert "loss=0.5" in progress_summary([{"logpd": -7.0, "log_mmd": -6.5, "modes": 40, "loss": 0.5}])
     assert "loss" not in progress_summary([{"logpd": -7.0, "log_mmd": -6.5, "modes": 40, "loss": float("nan")}])

@@ -1,6 +1,7 @@
 """experiments/gradient_bias.py runs end to end on the project's real losses and trainer (a few iterations);
 experiments/teacher_collapse.py measures what it says on teachers whose errors are known; experiments/posterior_tails.py
 reads a posterior whose std is known."""
+import argparse
 import json
 import math
 
@@ -10,6 +11,7 @@ import torch
 import train_upper_diffusion
 from conftest import TINY, run_script
 from experiments import adam_bands, gradient_bias, posterior_tails, teacher_collapse
+from experiments.linear_gaussian import DiagonalLinearGenerator
 from models.networks import GaussianPosterior, Generator
 from utils.cli import UsageError
 from utils.targets import mog40
@@ -25,6 +27,39 @@ def test_gradient_bias_experiment_runs(tmp_path):
         assert all(math.isfinite(b) and b >= 0 and math.isfinite(s) and s > 0 for _, b, s in curve)
     assert out.stat().st_size > 1000
     assert json.loads(out.with_suffix(".json").read_text())["results"].keys() == results.keys()
+
+
+class GeneratorScore(torch.nn.Module):
+    """The exact diffused score of the generator x0 = a z + b (z ~ N(0, I)): -(x - b) / (a^2 + sigma^2), shifted
+    by ``error``: a Diff-Instruct student with a known error."""
+
+    def __init__(self, gen, error: float):
+        super().__init__()
+        self.gen, self.error = gen, error
+
+    def score(self, x, sigma):
+        a, b = self.gen.a.detach(), self.gen.b.detach()
+        return -(x - b) / (a ** 2 + sigma[:, None] ** 2) + self.error
+
+
+def test_gradient_error_measures_zero_for_an_exact_student_and_the_bias_of_a_wrong_one():
+    """gradient_bias.gradient_error against the closed-form gradient of the diffusive KL: near 0 (sampling noise)
+    for Diff-Instruct with the generator's exact score, about 1 for a student whose error moves the gradient by as
+    much as the gradient itself (a sign error in either gradient fails both)."""
+    args = argparse.Namespace(batch_size=1024, sigma_min=0.1, sigma_max=5.0, weight="sigma", eval_batches=32,
+                              width=8, depth=1, lr=1e-3, score_lr=1e-3, sigma_data=2.0, pretrain=0, grad_clip=10.0,
+                              posterior_lr=1e-3)
+    m, s = gradient_bias.problem(2)
+    torch.manual_seed(0)
+    gen = DiagonalLinearGenerator(torch.ones(2), torch.zeros(2)).float()
+    trainer = gradient_bias.build_trainer("Diff-Instruct, score_step 1", gen, m, s, args)
+    trainer.nets.modules["student"] = GeneratorScore(gen, 0.0)
+    exact_bias, exact_std = gradient_bias.gradient_error(trainer, gen, m, s, args)
+    assert exact_bias < 0.05 and exact_std > 0
+    # the bias of a constant score error c: E[w(sigma)] c^T dx0/d(a, b), relative to the true gradient
+    trainer.nets.modules["student"] = GeneratorScore(gen, 1.0)
+    wrong_bias, _ = gradient_bias.gradient_error(trainer, gen, m, s, args)
+    assert wrong_bias > 0.3
 
 
 def test_teacher_error_measures_are_zero_for_the_exact_score_and_see_a_known_error():

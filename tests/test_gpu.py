@@ -1,5 +1,4 @@
 """CUDA-only checks (skipped cleanly without a GPU): the training steps never synchronise with the host."""
-import importlib
 
 import numpy as np
 import pytest
@@ -8,19 +7,17 @@ import torch
 from conftest import TINY, read_metrics, run_script
 from models.denoiser import ReferenceDenoiser
 from models.networks import MLP
-from utils.fast import make_iteration_runner
-from utils.targets import make_target
-from utils.trainer import build_trainer, set_precision
+from utils.registry import make_target
+from utils.registry import method_trainer
+from utils.step import prepare, set_precision
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def make_trainer(script: str, flags: list[str], seeds: list[int]):
-    """The trainer a script builds for these flags, on CUDA, at the paper's sizes unless the flags say otherwise."""
-    module = importlib.import_module(script)
-    device = torch.device("cuda")
-    values = module.build_parser().parse_args(flags + ["--device", "cuda"])
-    return build_trainer(module.build, values, seeds, device, make_target(values.target).to(device))
+def make_trainer(method: str, flags: list[str], seeds: list[int]):
+    """The trainer a method's script builds for these flags (utils.registry), on CUDA, at the paper's sizes unless
+    the flags say otherwise."""
+    return method_trainer(method, flags, seeds, torch.device("cuda"))
 
 
 def run_without_sync(trainer, power: float) -> dict:
@@ -38,19 +35,19 @@ def run_without_sync(trainer, power: float) -> dict:
     return trainer.sums
 
 
-@pytest.mark.parametrize("script,flags", [
-    ("train_upper_diffusion", ["--true_score"]),
-    ("train_upper_flow", ["--true_score", "--flow_type", "NSF"]),
-    ("train_upper_flow", ["--true_score", "--flow_type", "PLF"]),
-    ("train_upper_diffusion", []),                                       # EDM teacher, control variate
-    ("train_upper_diffusion", ["--teacher", "kde"]),
-    ("train_upper_diffusion", ["--true_score", "--weight_reduction", "batch", "--ema_decay", "0.99"]),
-    ("train_diff_instruct", ["--true_score", "--score_step", "1"]),
-    ("train_diff_instruct", ["--true_score", "--score_step", "3", "--reference_generator_input"]),
-    ("train_teacher", ["--batch_size", "1024"]),
+@pytest.mark.parametrize("method,flags", [
+    ("vardiu_gaussian", ["--true_score"]),
+    ("vardiu_nsf", ["--true_score"]),
+    ("vardiu_plf", ["--true_score"]),
+    ("vardiu_gaussian", []),                                       # EDM teacher, control variate
+    ("vardiu_gaussian", ["--teacher", "kde"]),
+    ("vardiu_gaussian", ["--true_score", "--weight_reduction", "batch", "--ema_decay", "0.99"]),
+    ("diff_instruct", ["--true_score", "--score_step", "1"]),
+    ("diff_instruct", ["--true_score", "--score_step", "3", "--reference_generator_input"]),
+    ("teacher", ["--batch_size", "1024"]),
 ])
-def test_training_iteration_has_no_host_synchronisation(script, flags):
-    sums = run_without_sync(make_trainer(script, flags, [0]), power=0.5)
+def test_training_iteration_has_no_host_synchronisation(method, flags):
+    sums = run_without_sync(make_trainer(method, flags, [0]), power=0.5)
     assert sums and all(torch.isfinite(v).all() for v in sums.values())
 
 
@@ -58,30 +55,28 @@ def test_authors_teacher_iteration_has_no_host_synchronisation(tmp_path):
     """--teacher authors: a file laid out as the authors' edm_network.pth (their network at its size)."""
     path = tmp_path / "edm_network.pth"
     torch.save(ReferenceDenoiser(2, 400, 4).state_dict(), path)
-    for script in ["train_upper_diffusion", "train_diff_instruct"]:
-        sums = run_without_sync(make_trainer(script, ["--teacher", "authors", "--teacher_ckpt", str(path)], [0]),
+    for method in ["vardiu_gaussian", "diff_instruct"]:
+        sums = run_without_sync(make_trainer(method, ["--teacher", "authors", "--teacher_ckpt", str(path)], [0]),
                                 power=0.5)
         assert sums and all(torch.isfinite(v).all() for v in sums.values())
 
 
-FAST_PATH_CASES = {
-    "vardiu_gaussian": ("train_upper_diffusion", ["--true_score"]),
-    "vardiu_gaussian_teacher": ("train_upper_diffusion", []),
-    "vardiu_nsf": ("train_upper_flow", ["--true_score", "--flow_type", "NSF"]),
-    "vardiu_plf": ("train_upper_flow", ["--true_score", "--flow_type", "PLF"]),
-    "diff_instruct_ss2": ("train_diff_instruct", ["--true_score", "--score_step", "2"]),
+FAST_PATH_CASES = {  # case -> (utils.registry method, flags)
+    "vardiu_gaussian": ("vardiu_gaussian", ["--true_score"]),
+    "vardiu_gaussian_teacher": ("vardiu_gaussian", []),
+    "vardiu_nsf": ("vardiu_nsf", ["--true_score"]),
+    "vardiu_plf": ("vardiu_plf", ["--true_score"]),
+    "diff_instruct_ss2": ("diff_instruct", ["--true_score", "--score_step", "2"]),
 }
 
 
-def train_iterations(script: str, flags: list[str], seeds: list[int], mode: str, iterations: int) -> dict:
-    """Parameters of every network after ``iterations`` training iterations at the paper's sizes, run eagerly
-    (``eager``), replayed as one CUDA graph (``graph``) or compiled and replayed (``fast``), started from the same
-    seeds (same initial weights and random stream)."""
-    set_precision(mode)
+def train_iterations(method: str, flags: list[str], seeds: list[int], mode: str, iterations: int) -> dict:
+    """Parameters of every network after ``iterations`` training iterations at the paper's sizes, run as the
+    scripts' ``--mode`` runs them (utils.step.prepare: eager; exact, replayed as one CUDA graph; fast, compiled
+    and replayed), started from the same seeds (same initial weights and random stream)."""
     try:
-        trainer = make_trainer(script, flags + ["--ema_decay", "0.999"], seeds)
-        trainer.nets.compile = mode == "fast"
-        run = make_iteration_runner(trainer.iteration, trainer.device, mode != "eager")
+        trainer = make_trainer(method, flags + ["--ema_decay", "0.999"], seeds)
+        run = prepare(trainer, mode)
         for it in range(iterations):
             trainer.power.fill_(min(0.1 + 0.01 * (it // 20), 2.0))  # a schedule that changes during the test
             run()
@@ -101,9 +96,9 @@ def test_fast_path_matches_eager(case, seeds):
     """The fast path (the scripts' default on CUDA) computes what the eager path computes, from the same seed, over
     300 iterations including the warm-up, the capture and a changing sigma-sampler power: replaying a CUDA graph
     runs the very same kernels and random draws, so weights, EMA and loss sums agree to float rounding."""
-    script, flags = FAST_PATH_CASES[case]
-    eager = train_iterations(script, flags, seeds, "eager", iterations=300)
-    graph = train_iterations(script, flags, seeds, "exact", iterations=300)
+    method, flags = FAST_PATH_CASES[case]
+    eager = train_iterations(method, flags, seeds, "eager", iterations=300)
+    graph = train_iterations(method, flags, seeds, "exact", iterations=300)
     assert eager.keys() == graph.keys()
     for key in eager:
         assert torch.isfinite(eager[key]).all(), key
@@ -116,9 +111,9 @@ def test_fast_mode_trains(case, seeds):
     """--mode fast (torch.compile, TF32 hidden products, CUDA graph) runs 300 finite iterations whose mean loss is
     close to the eager run's. It does not reproduce eager's numbers, so only the statistics are compared here;
     benchmarks/equality_study.py compares whole training curves."""
-    script, flags = FAST_PATH_CASES[case]
-    eager = train_iterations(script, flags, seeds, "eager", iterations=300)
-    fast = train_iterations(script, flags, seeds, "fast", iterations=300)
+    method, flags = FAST_PATH_CASES[case]
+    eager = train_iterations(method, flags, seeds, "eager", iterations=300)
+    fast = train_iterations(method, flags, seeds, "fast", iterations=300)
     for key in fast:
         assert torch.isfinite(fast[key]).all(), key
     torch.testing.assert_close(fast["sum.loss"], eager["sum.loss"], rtol=0.2, atol=0.2 * 300)

@@ -10,7 +10,7 @@ import pytest
 import plot_results
 import run_grid
 from conftest import read_metrics, run_script
-from utils.experiments import RECIPES, method_key
+from utils.recipes import RECIPES, method_key
 from utils.run_io import METRIC_COLUMNS
 
 RNG = np.random.default_rng(0)

@@ -71,7 +71,7 @@ def test_the_index_rebuilds_the_published_command(small_results):
     rows = report.index_rows()
     assert [r["seed"] for r in rows] == [0, 1, 2]
     assert rows[0]["command"] == ("python run_grid.py --recipe published --methods vardiu_gaussian_true --seeds 0 "
-                                  "--max_iter 1000000 --out_dir results -- --plot_every 0")
+                                  "--max_iter 1000000 --out_dir results")
     assert all(r["stop"] == "reached max_iter" for r in rows)
 
 

@@ -14,8 +14,8 @@ from conftest import (assert_complete_run_folder, assert_vectorised_run_resumes_
 from models import Generator
 from utils.cli import UsageError
 from utils.seeds import Networks, parse_seeds
-from utils.targets import make_target
-from utils.trainer import build_trainer
+from utils.registry import make_target
+from utils.step import build_trainer
 
 SCRIPT = "train_upper_diffusion.py"
 
@@ -137,8 +137,7 @@ def test_vectorised_run_resumes_exactly(tmp_path, tiny):
     """With EMA on and a power schedule that moves across the resume point: each seed's metrics (computed from the
     EMA weights) continue exactly as in the uninterrupted run."""
     assert_vectorised_run_resumes_exactly(SCRIPT, ["--true_score", *tiny, "--show_iter", "20", "--ema_decay", "0.9",
-                                                   "--power_interval", "7"], (3, 5),
-                                          ["logpd", "mmd", "loss", "bound", "power"], tmp_path)
+                                                   "--power_interval", "7"], (3, 5), tmp_path)
     for seed in (3, 5):  # the schedule moved (0.1, 0.12, 0.15 at iterations 0, 20, 40)
         assert len({r["power"] for r in read_metrics(tmp_path / f"full_seed{seed}")}) == 3
     # one seed of a vectorised run also resumes on its own, as a single-seed run

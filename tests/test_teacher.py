@@ -11,10 +11,11 @@ from experiments.linear_gaussian import DiagonalLinearGenerator, LinearGaussianP
 from losses.noise import draw_noise, make_weight
 from losses.vardiu import vardiu_loss
 from models.denoiser import EDMDenoiser, heun_sample, karras_sigmas
+from utils.errors import UsageError
+from utils.registry import make_target
 from utils.targets import GaussianMixture, mog9, mog40
-from utils.cli import UsageError
 from utils.teachers import (SHIPPED_TEACHERS, TEACHER_NOISE_FLOOR, kde_teacher, load_reference_teacher, load_teacher,
-                            save_teacher, teacher_notes)
+                            save_teacher, target_score, teacher_notes)
 
 
 def test_kde_score_equals_autograd_of_its_diffused_log_density():
@@ -54,14 +55,27 @@ class AnalyticDenoiser(torch.nn.Module):
         return x + sigma.reshape(-1, 1) ** 2 * self.target.score(x, sigma)
 
 
-def test_analytic_teacher_and_network_teacher_agree_in_form():
+def test_a_denoisers_score_is_tweedies_formula():
+    """EDMDenoiser.score turns a denoiser into a score by Tweedie: given the ideal denoiser of a mixture
+    (x + sigma^2 times its analytic score), it returns the analytic score; a wrong power of sigma would not."""
     target = mog9()
     target.means = target.means.double()
-    ideal = AnalyticDenoiser(target)
     x, sigma = torch.randn(30, 2, dtype=torch.float64) * 4, torch.rand(30, dtype=torch.float64) * 5 + 0.1
-    # (D - x) / sigma^2 of the ideal denoiser is the analytic score, exactly the form EDMDenoiser.score uses.
-    assert torch.allclose((ideal(x, sigma) - x) / sigma[:, None] ** 2, target.score(x, sigma), atol=1e-12)
-    assert torch.allclose(EDMDenoiser.score(ideal, x, sigma), target.score(x, sigma), atol=1e-12)
+    assert torch.allclose(EDMDenoiser.score(AnalyticDenoiser(target), x, sigma), target.score(x, sigma), atol=1e-12)
+
+
+def test_the_score_a_teacher_run_follows_is_the_shipped_networks_tweedie_score():
+    """What teacher-mode training follows (utils.teachers.target_score with --teacher edm) is (D(x, sigma) - x) /
+    sigma^2 of the shipped network, computed here from the network's raw output."""
+    target = make_target("mog40")
+    score = target_score(target, torch.device("cpu"), true_score=False, teacher="edm", teacher_ckpt=None,
+                         kde_samples=0, seed=0)
+    denoiser = load_teacher(None, target, torch.device("cpu"))
+    x, sigma = torch.randn(64, 2) * 20, torch.rand(64) * 10 + 0.5
+    with torch.no_grad():
+        expected = (denoiser(x, sigma) - x) / sigma[:, None] ** 2
+        assert torch.allclose(score(x, sigma), expected, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(score(x, sigma), target.score(x, sigma), rtol=1e-2, atol=1e-4)  # a network
 
 
 def test_heun_sampler_reproduces_a_gaussian_with_its_exact_denoiser():
@@ -125,7 +139,7 @@ def test_tiny_teacher_training_writes_a_loadable_teacher(tmp_path, tiny):
                      "--out_dir", str(tmp_path), "--name", "t")
     assert res.returncode == 0, res.stderr
     run_dir = tmp_path / "t"
-    assert_complete_run_folder(run_dir, [0, 10, 20], 400, modules=("denoiser",), logged=("loss",))
+    assert_complete_run_folder(run_dir, [0, 10, 20], 400, modules=("denoiser",))
     teacher = load_teacher(run_dir / "teacher.pt", mog40(), torch.device("cpu"))
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     ema = {k.removeprefix("denoiser."): v for k, v in ckpt["ema"].items()}  # the exported weights are the EMA's
@@ -139,7 +153,7 @@ def test_tiny_teacher_training_writes_a_loadable_teacher(tmp_path, tiny):
 @pytest.mark.parametrize("sampling,spacing", [(None, "power"), ("uniform", "power"), ("log_uniform", "log")])
 def test_teacher_sigma_sampling_flag_reaches_the_denoising_loss(tiny, sampling, spacing):
     import train_teacher
-    from utils.trainer import parse_flags
+    from utils.cli import parse_flags
 
     argv = [*tiny, "--max_iter", "10"] + ([] if sampling is None else ["--sigma_sampling", sampling])
     flags = parse_flags(train_teacher.build_parser(), argv, train_teacher.SCRIPT).values
@@ -263,9 +277,8 @@ def test_teacher_script_bad_paths_and_values_are_one_line(tmp_path, argv, messag
 
 
 def test_teacher_mode_below_the_noise_floor_gets_a_one_line_note():
-    teacher = argparse.Namespace(true_score=False, sigma_min=0.1)
-    (note,) = teacher_notes(teacher)
+    (note,) = teacher_notes(true_score=False, sigma_min=0.1)
     assert note.startswith("note: teacher mode with --sigma_min 0.1") and "\n" not in note
     assert f"--sigma_min {TEACHER_NOISE_FLOOR:g}" in note
-    assert teacher_notes(argparse.Namespace(true_score=False, sigma_min=TEACHER_NOISE_FLOOR)) == ()
-    assert teacher_notes(argparse.Namespace(true_score=True, sigma_min=0.1)) == ()
+    assert teacher_notes(true_score=False, sigma_min=TEACHER_NOISE_FLOOR) == ()
+    assert teacher_notes(true_score=True, sigma_min=0.1) == ()

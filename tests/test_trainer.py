@@ -1,5 +1,6 @@
 """The shared training loop: non-finite and interrupted runs stop cleanly and keep their last good checkpoint;
 device resolution."""
+import dataclasses
 import os
 import signal
 
@@ -7,8 +8,10 @@ import pytest
 import torch
 
 import train_upper_diffusion
-from utils.cli import UsageError, resolve_device
-from utils.trainer import Update, parse_flags, run_training
+from conftest import logged_terms
+from utils.cli import UsageError, parse_flags
+from utils.step import resolve_device
+from utils.loop import run_training
 
 SCRIPT = "train_upper_diffusion.py"
 
@@ -24,7 +27,7 @@ def hooked_build(hook):
             hook(nets, calls["n"])
             return update.loss_fn(nets, power)
 
-        method.updates[0] = Update(hooked_loss, update.networks, update.repeats)
+        method.updates[0] = dataclasses.replace(update, loss_fn=hooked_loss)
         return method
     return build
 
@@ -93,16 +96,17 @@ def test_sigint_saves_the_current_iteration_and_exits_130(tmp_path, tiny, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert "SIGINT received: stopped at iteration 15" in err[-1] and f"--load {tmp_path / 'i'}" in err[-1]
     ckpt = torch.load(tmp_path / "i" / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["iteration"] == 15 and ckpt["interval"]["steps"] == 5 and set(ckpt["interval"]["sums"]) == {"loss", "bound"}
+    assert ckpt["iteration"] == 15 and ckpt["interval"]["steps"] == 5
+    assert set(ckpt["interval"]["sums"]) == set(logged_terms(tmp_path / "i"))
     assert restored is signal.default_int_handler  # the handlers are put back
 
 
 def test_checkpoints_are_rewritten_only_when_due(tmp_path, tiny, monkeypatch):
     """--checkpoint_minutes keeps file writes off the training path: by default last.pt is written at iteration 0
     and at the end only (in a short run); with 0, at every evaluation."""
-    import utils.trainer as trainer
-    real_save, writes = trainer.save_checkpoint, []
-    monkeypatch.setattr(trainer, "save_checkpoint",
+    import utils.run_io as run_io
+    real_save, writes = run_io.save_checkpoint, []
+    monkeypatch.setattr(run_io, "save_checkpoint",
                         lambda path, state: (writes.append(state["iteration"]), real_save(path, state)))
     for extra, expected in [([], [0, 40]), (["--checkpoint_minutes", "0"], [0, 10, 20, 30, 40])]:
         writes.clear()

@@ -8,18 +8,17 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import torch
 
 from losses.noise import WEIGHT_POWERS
 from losses.vardiu import WEIGHT_REDUCTIONS
-from utils.targets import TARGETS
+from utils.errors import RunIOError, UsageError
+from utils.registry import TARGETS
+from utils.resume import Flags, resume_flags, resumed_seeds, typed_flags
+from utils.run_io import load_checkpoint
+from utils.seeds import parse_seeds
 
 
 RUN_MODES = ("fast", "exact", "eager")
-
-
-class UsageError(Exception):
-    """Bad input: reported as one line on stderr with exit code 2, never as a traceback."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,16 +29,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def exit_on_usage_error(main: Callable[..., int | None]) -> Callable[..., int | None]:
-    """Decorator for entry points: a UsageError becomes one line on stderr and exit code 2."""
+    """Decorator for entry points: a UsageError (bad input) becomes one line on stderr and exit code 2, a
+    RunIOError (a run-time I/O failure) one line and exit code 1."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except UsageError as err:
+        except (UsageError, RunIOError) as err:
             prog = sys.argv[0].rsplit("/", 1)[-1] or "vardiu"
             print(f"{prog}: error: {err}", file=sys.stderr)
-            raise SystemExit(2)
+            raise SystemExit(2 if isinstance(err, UsageError) else 1)
 
     return wrapped
 
@@ -53,6 +53,8 @@ def training_parser(description: str, distillation: bool = True) -> Parser:
     p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("target and score")
     g.add_argument("--target", default="mog40", choices=sorted(TARGETS), help="target distribution")
+    g.add_argument("--dim", type=int, default=2,
+                   help="dimension of the target (mog40: any, the same seeded construction; 2 is the paper's MoG40)")
     if distillation:
         g.add_argument("--true_score", "-true_score", action="store_true",
                        help="use the target's analytic diffused score instead of a teacher")
@@ -144,6 +146,10 @@ def add_vardiu_flags(parser: argparse.ArgumentParser) -> None:
     """Flags of the VarDiU scripts only: the posterior's learning rate and how the weights enter the loss."""
     g = parser.add_argument_group("VarDiU")
     g.add_argument("--posterior_lr", type=float, default=None, help="posterior learning rate (Adam; default: --lr)")
+    g.add_argument("--precondition", action="store_true",
+                   help="scale the posterior's inputs by their noise-dependent spread (x_t / sqrt(s^2 + sigma^2), "
+                        "log(sigma) / 4, s the target's spread) and its outputs to a linear generator's exact "
+                        "posterior: stable at any --sigma_max and --dim (off: the authors' posterior, the paper recipe)")
     g.add_argument("--weight_reduction", default="sample", choices=WEIGHT_REDUCTIONS,
                    help="sample: loss -mean(w * L), each sample weighted by its own w(sigma) (the paper); batch: "
                         "-mean(w) * mean(L), what the authors' scripts compute (their [B, 1] weight broadcasts "
@@ -190,7 +196,7 @@ def validate_training_args(args: argparse.Namespace) -> None:
     validate_folder_name(args.name)
     validate_output_folder(args.out_dir)
     require_positive(args, ["max_iter", "batch_size", "show_iter", "eval_samples", "power_interval", "width",
-                            "depth", "kde_samples"], integer=True)
+                            "depth", "kde_samples", "dim"], integer=True)
     for name in ["plot_every", "save_every"]:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name} must be 0 or positive, got {getattr(args, name)}")
@@ -212,35 +218,19 @@ def validate_training_args(args: argparse.Namespace) -> None:
                          "use an even size or pass --no_antithetic")
 
 
-def resolve_device(spec: str | None) -> torch.device:
-    """The torch device for a --device value.
 
-    None -> cuda if available else cpu. A CUDA device on a machine without CUDA warns once and falls back to
-    the CPU; a CUDA index that does not exist, or a string torch does not understand, is a UsageError.
-    """
-    if spec is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {spec!r} is not a device torch understands; use cpu, cuda or cuda:N") from None
-    if device.type == "cpu":
-        return device
-    if device.type != "cuda":
-        raise UsageError(f"--device {spec!r}: only cpu and cuda devices are supported")
-    if not torch.cuda.is_available():
-        print(f"warning: --device {spec}: CUDA is not available on this machine; running on the CPU",
-              file=sys.stderr)
-        return torch.device("cpu")
-    count = torch.cuda.device_count()
-    index = device.index if device.index is not None else 0
-    if index >= count:
-        names = ", ".join(f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(count))
-        raise UsageError(f"--device {spec}: no such CUDA device; this machine has {names}")
-    return torch.device("cuda", index)
-
-
-def device_name(device: torch.device) -> str:
-    """What the run's wall time was measured on: the GPU's model ("NVIDIA H100 80GB HBM3") for a CUDA device, else
-    "cpu". Recorded per command in config.json, since a run resumed over several commands may change machines."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None, script: str) -> Flags:
+    """Parse and validate a training script's flags; with --load, take the training flags from the checkpoints."""
+    values = parser.parse_args(argv)
+    checkpoints: list[tuple[Path, dict]] = []
+    if values.load:
+        checkpoints = [load_checkpoint(spec) for spec in values.load]
+        values = resume_flags(values, typed_flags(parser, argv), checkpoints[0][1]["config"], script)
+        seeds = resumed_seeds(checkpoints)
+    else:
+        seeds = parse_seeds(values.seeds) if getattr(values, "seeds", None) is not None else [values.seed]
+    validate_training_args(values)
+    if len(seeds) > 1 and not getattr(values, "true_score", True) and values.teacher == "kde":
+        raise UsageError("--seeds with --teacher kde: the KDE teacher's sample set depends on the seed, so its "
+                         "seeds cannot share one score; train them one --seed at a time")
+    return Flags(values, seeds, checkpoints)

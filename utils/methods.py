@@ -1,5 +1,5 @@
-"""Flags -> training parts shared by the entry scripts: the sigma sampler, its power schedule, and the VarDiU method
-(the same for the Gaussian and the flow posterior; only the posterior network differs)."""
+"""Flags -> training parts, shared by the entry scripts: the one place that reads the flags namespace on a build.
+Every part it makes (sampler, schedule, score, losses) receives explicit values."""
 from __future__ import annotations
 
 import argparse
@@ -8,10 +8,10 @@ import torch
 import torch.nn as nn
 
 from losses.noise import NoiseSampler, PowerSchedule, make_weight
-from losses.vardiu import VarDiULoss
+from losses.vardiu import ScoreFn, VarDiULoss
+from utils.step import Method, Update
 from utils.targets import GaussianMixture
 from utils.teachers import target_score, teacher_notes, use_control_variate
-from utils.trainer import Method, Update
 
 
 def power_schedule(flags: argparse.Namespace) -> PowerSchedule:
@@ -25,13 +25,19 @@ def noise_sampler(flags: argparse.Namespace, device: torch.device) -> NoiseSampl
     return NoiseSampler(flags.batch_size, flags.sigma_min, flags.sigma_max, not flags.no_antithetic, device)
 
 
+def score_source(flags: argparse.Namespace, target: GaussianMixture, device: torch.device) -> ScoreFn:
+    """The score s_d the generator follows, as --true_score / --teacher / --teacher_ckpt / --kde_samples say."""
+    return target_score(target, device, flags.true_score, flags.teacher, flags.teacher_ckpt, flags.kde_samples,
+                        flags.seed)
+
+
 def vardiu_method(generator: nn.Module, posterior: nn.Module, flags: argparse.Namespace, device: torch.device,
                   target: GaussianMixture) -> Method:
     """VarDiU: one update of generator and posterior per iteration on the surrogate of ``losses.vardiu``."""
     loss = VarDiULoss(noise_sampler(flags, device), make_weight(flags.weight, flags.sigma_max),
-                      target_score(flags, target, device), target.log_prob, use_control_variate(flags),
-                      flags.weight_reduction)
+                      score_source(flags, target, device), target.log_prob,
+                      use_control_variate(flags.control_variate, flags.true_score), flags.weight_reduction)
     return Method(networks={"generator": generator, "posterior": posterior},
                   learning_rates={"generator": flags.lr, "posterior": flags.posterior_lr or flags.lr},
-                  updates=[Update(loss, ("generator", "posterior"))], power_schedule=power_schedule(flags),
-                  notes=teacher_notes(flags))
+                  updates=[Update(loss, ("generator", "posterior"), objective="loss")],
+                  power_schedule=power_schedule(flags), notes=teacher_notes(flags.true_score, flags.sigma_min))

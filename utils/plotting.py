@@ -27,8 +27,16 @@ def plot_limits(target: GaussianMixture, margin_stds: float = 4.0) -> tuple[floa
 
 def draw_samples(ax: plt.Axes, samples: torch.Tensor | np.ndarray, target: GaussianMixture,
                  max_points: int = 5000) -> None:
-    """Scatter (up to max_points of) 2-D samples [N, 2] over the target's log-density contours on ax."""
+    """Scatter (up to max_points of) samples [N, d] over the target's log-density contours on ax. For d > 2 both are
+    projected onto the first two coordinates (the projection of an isotropic mixture is the mixture of the projected
+    means), and the means are marked."""
     samples = np.asarray(samples.cpu() if torch.is_tensor(samples) else samples)[:max_points]
+    if target.dim > 2:
+        target = GaussianMixture(target.means[:, :2].cpu(), target.std, target.name)
+        samples = samples[:, :2]
+        ax.scatter(*target.means.numpy().T, marker="x", s=14, c="k", linewidths=0.8, zorder=3)
+        ax.set_xlabel("x1 (projection)", fontsize=7)
+        ax.set_ylabel("x2", fontsize=7)
     lo, hi = plot_limits(target)
     grid = torch.linspace(lo, hi, 200)
     xx, yy = torch.meshgrid(grid, grid, indexing="xy")
@@ -45,8 +53,19 @@ def draw_samples(ax: plt.Axes, samples: torch.Tensor | np.ndarray, target: Gauss
 
 def plot_samples(samples: torch.Tensor | np.ndarray, target: GaussianMixture, path: str | Path, title: str = "",
                  max_points: int = 5000) -> None:
-    """A figure of samples over the target's contours (``draw_samples``), saved to path."""
-    fig, ax = plt.subplots(figsize=(5, 5))
+    """A figure of samples over the target's contours (``draw_samples``), saved to path; for d > 2 beside the share
+    of the samples whose nearest mode is each mode, against the target's equal weights."""
+    if target.dim <= 2:
+        fig, ax = plt.subplots(figsize=(5, 5))
+    else:
+        fig, (ax, hist) = plt.subplots(1, 2, figsize=(9, 4.5))
+        idx, _ = target.nearest_mode(torch.as_tensor(np.asarray(samples), dtype=torch.float32).to(target.means.device))
+        share = torch.bincount(idx.cpu(), minlength=target.num_modes).double() / len(idx)
+        hist.bar(np.arange(target.num_modes), share.numpy(), color="tab:red")
+        hist.axhline(1 / target.num_modes, color="k", lw=0.8, ls="--", label="target")
+        hist.set_xlabel("mode (nearest mean)")
+        hist.set_ylabel("share of samples")
+        hist.legend(fontsize=8)
     draw_samples(ax, samples, target, max_points)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()

@@ -17,17 +17,24 @@ Layout of a run folder::
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 import os
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from utils.cli import UsageError
+if TYPE_CHECKING:  # type hints only: run_io does not depend on the training code
+    from utils.resume import Clock
+    from utils.step import Trainer
+
+from utils.errors import RunIOError, UsageError
 
 # The columns every metrics.csv starts with; the method's logged scalars follow, and "power" comes last.
 METRIC_COLUMNS = ["iteration", "wall_time", "train_time", "logpd", "mmd", "log_mmd", "modes", "near_mode"]
@@ -65,6 +72,18 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_result(path: str | Path, script: str, argv: list[str] | None, result: dict) -> dict:
+    """Write a benchmark's or experiment's ``result`` as JSON to ``path`` (folders made as needed), headed by the
+    command that produced it (``python <script>`` and ``argv``, by default this process's arguments), and say so.
+    Returns what was written."""
+    result = {"command": " ".join(["python", script, *(sys.argv[1:] if argv is None else argv)]), **result}
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+    return result
+
+
 def metric_columns(rows: list[dict]) -> list[str]:
     """metrics.csv's header for these rows: METRIC_COLUMNS, every other key in order of first appearance, power."""
     extra = dict.fromkeys(k for row in rows for k in row if k not in METRIC_COLUMNS and k != "power")
@@ -90,6 +109,16 @@ class MetricsLog:
             writer.writerows(self.history)
 
     def append(self, row: dict) -> None:
+        """Add one evaluation's row; a write that fails (a full disk, a folder made unwritable) is a RunIOError
+        naming what is kept: the rows written so far and the last checkpoint."""
+        try:
+            self._append(row)
+        except OSError as err:
+            raise RunIOError(f"could not write the metrics of {self.run_dir} at iteration {row.get('iteration')} "
+                             f"({err.strerror or err}); the rows before it and checkpoints/last.pt are kept; fix the "
+                             "folder and continue with --load") from None
+
+    def _append(self, row: dict) -> None:
         self.history.append(row)
         columns = metric_columns(self.history)
         if columns != self.columns:
@@ -133,7 +162,7 @@ def _complete(row: dict) -> bool:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to a temporary file, then rename: the previous checkpoint survives a crash mid-write. A failed
-    write (a full disk, say) removes the temporary file and is a UsageError naming the checkpoint that remains."""
+    write (a full disk, say) removes the temporary file and is a RunIOError naming the checkpoint that remains."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
         torch.save(state, tmp)
@@ -142,7 +171,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
         tmp.unlink(missing_ok=True)
         kept = f"the previous {path.name} is kept" if path.exists() else "no earlier checkpoint exists"
         reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
-        raise UsageError(f"could not write the checkpoint {path} ({reason}); {kept}. Free some space and "
+        raise RunIOError(f"could not write the checkpoint {path} ({reason}); {kept}. Free some space and "
                          "continue with --load") from None
 
 
@@ -205,3 +234,101 @@ class ExternalLoggers:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run folders of one training command
+
+def device_name(device: torch.device) -> str:
+    """What the run's wall time was measured on: the GPU's model ("NVIDIA H100 80GB HBM3") for a CUDA device, else
+    "cpu". Recorded per command in config.json, since a run resumed over several commands may change machines."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def default_run_name(prefix: str, flags: argparse.Namespace, seed: int) -> str:
+    """prefix_target[_dD][_score][_weight]_seedN, e.g. vardiu_gaussian_mog40_true_score_sigma2_seed0 (the dimension
+    is named when it is not 2: vardiu_gaussian_mog40_d8_true_score_uniform_seed0)."""
+    parts = [prefix, flags.target] + ([f"d{flags.dim}"] if getattr(flags, "dim", 2) != 2 else [])
+    if hasattr(flags, "true_score"):
+        parts.append("true_score" if flags.true_score else f"{flags.teacher}_teacher")
+    if hasattr(flags, "weight"):
+        parts.append(flags.weight)
+    return "_".join(parts + [f"seed{seed}"])
+
+
+@dataclass
+class SeedRun:
+    """One seed's run folder and its logs (a vectorised run has one per seed)."""
+
+    index: int
+    seed: int
+    run_dir: Path
+    config: dict
+    log: MetricsLog
+    loggers: ExternalLoggers
+    # This seed's wall and training time minus the shared clock's: nonzero only for seeds resumed together after
+    # being resumed apart, so that each goes on counting its own.
+    wall_offset: float = 0.0
+    train_offset: float = 0.0
+
+    def times(self, clock: Clock) -> dict:
+        """This seed's ``wall_time`` and ``train_time`` (seconds) on the shared clock."""
+        return {"wall_time": clock.wall_time() + self.wall_offset, "train_time": clock.train_time + self.train_offset}
+
+
+def earlier_segments(checkpoint: dict, segment_keys: list[str]) -> list[dict]:
+    """The earlier commands of a resumed run, oldest first, for its config.json: the checkpoint's own list plus the
+    command that wrote the checkpoint (its ``segment_keys`` values and ``until_iteration``, the checkpoint's
+    iteration, where this command takes over). So a run that went over several commands records each one's device,
+    --mode and --time_limit, not only the last one's."""
+    config = checkpoint["config"]
+    last = {key: config.get(key) for key in segment_keys} | {"until_iteration": checkpoint["iteration"]}
+    return config.get("segments", []) + [last]
+
+
+def open_run_folders(values: argparse.Namespace, seeds: list[int], checkpoints: list[tuple[Path, dict]],
+                     script: str, run_prefix: str, device: torch.device, segment_keys: list[str]) -> list[SeedRun]:
+    """One run folder per seed: a resumed run's own folders (``checkpoints``), or new ones (never reusing a
+    folder); each gets config.json (every flag, the resolved device and its model, the torch version, and for a
+    resumed run its earlier commands) and its metrics log."""
+    runs = []
+    for i, seed in enumerate(seeds):
+        wall_offset = train_offset = 0.0
+        if checkpoints:
+            path, state = checkpoints[i]
+            run_dir, history, segments = path.parent.parent, state["history"], earlier_segments(state, segment_keys)
+            first = checkpoints[0][1]  # restore() starts the shared clock at the first seed's times
+            wall_offset = state["wall_time"] - first["wall_time"]
+            train_offset = state["train_time"] - first["train_time"]
+        else:
+            name = run_folder_name(values.name, seed, len(seeds)) if values.name else \
+                default_run_name(run_prefix, values, seed)
+            run_dir, history, segments = unique_run_dir(values.out_dir, name), [], []
+        for sub in ("plots", "checkpoints"):
+            (run_dir / sub).mkdir(exist_ok=True)
+        config = dict(vars(values), seed=seed, seeds=None, vectorised_seeds=seeds if len(seeds) > 1 else None,
+                      script=script, run_dir=str(run_dir), device_resolved=str(device),
+                      device_name=device_name(device), torch_version=str(torch.__version__), segments=segments)
+        write_json(run_dir / "config.json", config)
+        runs.append(SeedRun(i, seed, run_dir, config, MetricsLog(run_dir, history),
+                            ExternalLoggers(run_dir, config, values.tensorboard, values.wandb, values.wandb_project),
+                            wall_offset, train_offset))
+    return runs
+
+
+def save_run_checkpoints(trainer: Trainer, runs: list[SeedRun], clock: Clock, iteration: int, save_every: int,
+                         rng: dict, between_evaluations: bool = False) -> None:
+    """checkpoints/last.pt of every seed (and iter_XXXXXXX.pt at multiples of ``save_every``), with the random
+    state ``rng``. Written ``between_evaluations`` (on a signal), it also holds the running sums of the logged
+    terms and the number of iterations since the last evaluation, so that a resumed run logs what the
+    uninterrupted one would."""
+    for run in runs:
+        state = {"iteration": iteration, "config": run.config, "history": run.log.history, "rng": rng,
+                 **trainer.seed_state(run.index), **run.times(clock)}
+        if between_evaluations:
+            state["interval"] = {"steps": clock.steps,
+                                 "sums": {k: v[run.index].detach().cpu().clone() for k, v in trainer.sums.items()}}
+        save_checkpoint(run.run_dir / "checkpoints" / "last.pt", state)
+        if save_every and iteration % save_every == 0 and iteration > 0:
+            save_checkpoint(run.run_dir / "checkpoints" / f"iter_{iteration:07d}.pt", state)
+    clock.checkpoint_iteration, clock.checkpoint_time = iteration, time.perf_counter()

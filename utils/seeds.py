@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, vmap
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 
 
 def parse_seeds(spec: str) -> list[int]:

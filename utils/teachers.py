@@ -8,14 +8,13 @@ downloaded: the user passes the path of a copy with --teacher_ckpt).
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
 from losses.vardiu import ScoreFn
 from models.denoiser import Denoiser, EDMDenoiser, ReferenceDenoiser
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.targets import GaussianMixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,12 +86,13 @@ def load_reference_teacher(path: str | Path | None, target: GaussianMixture, dev
     return denoiser.to(device).eval().requires_grad_(False)
 
 
-def teacher_network(args: argparse.Namespace, target: GaussianMixture, device: torch.device) -> Denoiser:
-    """The teacher denoiser --teacher / --teacher_ckpt name: the authors' file for ``--teacher authors``, else a
-    checkpoint of train_teacher.py (the shipped one by default; Diff-Instruct starts its student from it)."""
-    if args.teacher == "authors":
-        return load_reference_teacher(args.teacher_ckpt, target, device)
-    return load_teacher(args.teacher_ckpt, target, device)
+def teacher_network(kind: str, path: str | Path | None, target: GaussianMixture, device: torch.device) -> Denoiser:
+    """The teacher denoiser of ``kind`` (--teacher) in ``path`` (--teacher_ckpt): the authors' file for
+    ``authors``, else a checkpoint of train_teacher.py (the shipped one when ``path`` is None; Diff-Instruct starts
+    its student from it)."""
+    if kind == "authors":
+        return load_reference_teacher(path, target, device)
+    return load_teacher(path, target, device)
 
 
 def kde_teacher(target: GaussianMixture, num_samples: int, seed: int) -> GaussianMixture:
@@ -102,31 +102,35 @@ def kde_teacher(target: GaussianMixture, num_samples: int, seed: int) -> Gaussia
     return GaussianMixture(samples, std=0.0, name=f"kde{num_samples}")
 
 
-def target_score(args: argparse.Namespace, target: GaussianMixture, device: torch.device) -> ScoreFn:
-    """The score s_d(x_t, sigma) the generator follows, as chosen by --true_score / --teacher."""
-    if args.true_score:
+def target_score(target: GaussianMixture, device: torch.device, true_score: bool, teacher: str,
+                 teacher_ckpt: str | Path | None, kde_samples: int, seed: int) -> ScoreFn:
+    """The score s_d(x_t, sigma) the generator follows: the target's own (``true_score``), or the ``teacher``'s
+    (edm / authors: the denoiser in ``teacher_ckpt``; kde: the diffused empirical distribution of ``kde_samples``
+    target samples drawn with ``seed``)."""
+    if true_score:
         return target.score
-    if args.teacher == "kde":
-        return kde_teacher(target, args.kde_samples, args.seed).to(device).score
-    return teacher_network(args, target, device).score
+    if teacher == "kde":
+        return kde_teacher(target, kde_samples, seed).to(device).score
+    return teacher_network(teacher, teacher_ckpt, target, device).score
 
 
 TEACHER_NOISE_FLOOR = 2.0  # the lowest --sigma_min at which the shipped MoG40 teacher kept every mode (docs/teacher-study.md)
 
 
-def teacher_notes(args: argparse.Namespace) -> tuple[str, ...]:
+def teacher_notes(true_score: bool, sigma_min: float) -> tuple[str, ...]:
     """The notes (``Method.notes``) of a distillation with the score chosen by --true_score / --teacher: one line
     when a teacher is distilled below the noise floor that kept every mode in the teacher study (there the
     teacher's score error can pull the generator onto a few modes once the sigma schedule concentrates on small
     noise); none otherwise."""
-    if args.true_score or args.sigma_min >= TEACHER_NOISE_FLOOR:
+    if true_score or sigma_min >= TEACHER_NOISE_FLOOR:
         return ()
-    return (f"note: teacher mode with --sigma_min {args.sigma_min:g}: below sigma {TEACHER_NOISE_FLOOR:g} the "
+    return (f"note: teacher mode with --sigma_min {sigma_min:g}: below sigma {TEACHER_NOISE_FLOOR:g} the "
             "teacher's score error can pull the generator onto a few modes as the schedule concentrates there; "
             f"--sigma_min {TEACHER_NOISE_FLOOR:g} kept all modes with the shipped MoG40 teacher (docs/teacher-study.md; "
             "experiments/teacher_collapse.py --teacher_ckpt gives a lower bound for yours)",)
 
 
-def use_control_variate(args: argparse.Namespace) -> bool:
-    """--control_variate auto: on with a teacher, off with the analytic score (as the reference repo)."""
-    return args.control_variate == "on" or (args.control_variate == "auto" and not args.true_score)
+def use_control_variate(setting: str, true_score: bool) -> bool:
+    """--control_variate ``setting``: on, off, or auto (on with a teacher, off with the analytic score, as the
+    reference repo)."""
+    return setting == "on" or (setting == "auto" and not true_score)

@@ -1,0 +1,114 @@
+"""The MoG40 experiments as recipes (method x flags), and the numbers the paper reports (its MoG40 table).
+
+Shared by ``run_grid.py`` (launches a recipe) and ``plot_results.py`` (figures and the summary table).
+
+Recipes:
+    paper      the table's eight rows as the authors' code ran them: VarDiU with the batch-mean weight reduction
+               and an uncapped power; Diff-Instruct with a fixed power of 2 and the reference generator input;
+               sigma_max 20 and sigma2 weights everywhere (the published commands).
+    matched    a fair comparison no published table has: every method with the same per-sample weight
+               (uniform), the same annealed, uncapped sigma schedule and none of the reference code's quirks.
+    published  the README's published commands verbatim (per-sample sigma2 weights, power capped at 2.0).
+    teacher_study
+               the teacher-collapse study: VarDiU (Gaussian, NSF) and Diff-Instruct score_step 1 with the shipped
+               teacher, the matched schedule (per-sample uniform weights, uncapped power; Diff-Instruct also
+               --anneal_power), and the training noise floor --sigma_min raised from 0.1 to 2.0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from utils.registry import METHODS
+
+
+@dataclass(frozen=True)
+class RecipeMethod:
+    """One curve of a figure: a training script, its flags, and the paper's legend name."""
+
+    script: str
+    flags: tuple[str, ...]
+    label: str
+
+
+SCORES = {"true": (("--true_score",), "*", ""), "teacher": ((), "", " (teacher)")}
+SIGMA_RANGE = ("--sigma_min", "0.1", "--sigma_max", "20")
+TEACHER_STUDY_SIGMA_MINS = ("0.1", "0.5", "1.0", "1.5", "2.0")
+
+
+def vardiu(posterior: str, score: str, flags: tuple[str, ...]) -> tuple[str, RecipeMethod]:
+    """('vardiu_gaussian_true', RecipeMethod) and the like, for posterior 'gaussian' or 'nsf' (utils.registry.METHODS)."""
+    score_flags, star, suffix = SCORES[score]
+    entry = METHODS[f"vardiu_{posterior}"]
+    return (f"vardiu_{posterior}_{score}",
+            RecipeMethod(entry.script, score_flags + flags + entry.flags, f"{entry.label}{star}{suffix}"))
+
+
+def diff_instruct(score_step: int, score: str, flags: tuple[str, ...]) -> tuple[str, RecipeMethod]:
+    """('di_ss10_true', RecipeMethod) and the like."""
+    score_flags, star, suffix = SCORES[score]
+    entry = METHODS["diff_instruct"]
+    return (f"di_ss{score_step}_{score}",
+            RecipeMethod(entry.script, score_flags + flags + entry.flags + ("--score_step", str(score_step)),
+                   f"{entry.label}{star} score_step {score_step}{suffix}"))
+
+
+def _recipes() -> dict[str, dict[str, RecipeMethod]]:
+    paper_vardiu = SIGMA_RANGE + ("--weight", "sigma2", "--weight_reduction", "batch", "--power_uncapped")
+    paper_di = SIGMA_RANGE + ("--weight", "sigma2", "--power", "2.0", "--reference_generator_input")
+    paper = dict([vardiu("gaussian", "true", paper_vardiu), vardiu("nsf", "true", paper_vardiu),
+                  diff_instruct(10, "true", paper_di), diff_instruct(5, "true", paper_di),
+                  diff_instruct(1, "true", paper_di), vardiu("nsf", "teacher", paper_vardiu),
+                  vardiu("gaussian", "teacher", paper_vardiu), diff_instruct(10, "teacher", paper_di)])
+    matched_flags = SIGMA_RANGE + ("--weight", "uniform", "--power_uncapped")
+    matched = dict([vardiu(post, score, matched_flags) for score in SCORES for post in ("gaussian", "nsf")] +
+                   [diff_instruct(k, score, matched_flags + ("--anneal_power",)) for score in SCORES
+                    for k in (10, 5, 1)])
+    published_flags = SIGMA_RANGE + ("--power", "2.0", "--weight", "sigma2")
+    published = dict([vardiu("gaussian", "true", published_flags), vardiu("nsf", "true", published_flags)])
+    teacher_study = {}
+    for sigma_min in TEACHER_STUDY_SIGMA_MINS:
+        flags = ("--sigma_min", sigma_min, "--sigma_max", "20", "--weight", "uniform", "--power_uncapped")
+        for key, method in (vardiu("gaussian", "teacher", flags), vardiu("nsf", "teacher", flags),
+                            diff_instruct(1, "teacher", flags + ("--anneal_power",))):
+            teacher_study[f"{key}_smin{sigma_min}"] = RecipeMethod(method.script, method.flags,
+                                                             f"{method.label}, sigma_min {sigma_min}")
+    return {"paper": paper, "matched": matched, "published": published, "teacher_study": teacher_study}
+
+
+RECIPES = _recipes()
+RECIPE_SUMMARIES = {
+    "paper": "the paper's table as the authors' code ran it (VarDiU: -mean(w)*mean(L), uncapped power; "
+             "Diff-Instruct: fixed power 2, reference generator input)",
+    "matched": "every method with per-sample uniform weights and the same annealed uncapped sigma schedule",
+    "published": "the README's published commands verbatim (per-sample sigma2, power capped at 2.0)",
+    "teacher_study": "VarDiU and Diff-Instruct score_step 1 with the shipped teacher, matched schedule, training noise "
+                     "floor sigma_min 0.1 to 2.0",
+}
+LABELS = {key: m.label for methods in RECIPES.values() for key, m in methods.items()}
+METHOD_ORDER = list(dict.fromkeys(key for methods in RECIPES.values() for key in methods))
+
+# label -> (log density mean, std, log MMD mean, std): the authors' notebook, 10 seeds, last 50 evaluations
+PAPER_NUMBERS = {
+    "VarDiU Gaussian*": (-7.001, 0.022, -6.87, 0.29),
+    "VarDiU NSF*": (-7.000, 0.016, -7.33, 0.18),
+    "Diff-Instruct* score_step 10": (-7.86, 0.57, -5.79, 0.37),
+    "Diff-Instruct* score_step 5": (-8.10, 0.87, -6.09, 0.41),
+    "Diff-Instruct* score_step 1": (-10.18, 1.77, -5.60, 0.36),
+    "VarDiU NSF (teacher)": (-7.89, 0.16, -5.68, 0.30),
+    "VarDiU Gaussian (teacher)": (-8.13, 0.20, -5.65, 0.25),
+    "Diff-Instruct score_step 10 (teacher)": (-8.48, 0.57, -5.83, 0.27),
+}
+
+
+def method_key(config: dict) -> str:
+    """The method key of a run from its config.json (e.g. vardiu_nsf_true, di_ss5_teacher)."""
+    script = config.get("script", "")
+    if script == "train_upper_flow.py":
+        base = f"vardiu_{str(config.get('flow_type', 'nsf')).lower()}"
+    elif script == "train_diff_instruct.py":
+        base = f"di_ss{config.get('score_step')}"
+    elif script == "train_upper_diffusion.py":
+        base = "vardiu_gaussian"
+    else:
+        return script.removesuffix(".py") or "run"
+    return f"{base}_{'true' if config.get('true_score') else 'teacher'}"
