@@ -116,7 +116,11 @@ def test_fast_mode_trains(case, seeds):
     fast = train_iterations(method, flags, seeds, "fast", iterations=300)
     for key in fast:
         assert torch.isfinite(fast[key]).all(), key
-    torch.testing.assert_close(fast["sum.loss"], eager["sum.loss"], rtol=0.2, atol=0.2 * 300)
+    # the mean loss per iteration over the 300 iterations, of every seed and every logged term: fast training
+    # follows eager training closely, though not to the bit (a 5% margin; a mis-wired mode is far outside it)
+    for key in [k for k in fast if k.startswith("sum.")]:
+        print(f"{case} {seeds} {key}: fast {(fast[key] / 300).tolist()} eager {(eager[key] / 300).tolist()}")
+        torch.testing.assert_close(fast[key] / 300, eager[key] / 300, rtol=0.05, atol=0.02, msg=lambda m: f"{key}: {m}")
 
 
 @pytest.mark.parametrize("seeds", [["--seed", "0"], ["--seeds", "0,1"]])

@@ -1,6 +1,5 @@
 """Teacher mode: EDM denoiser and Heun sampler, teacher and KDE scores, the control variate, train_teacher.py,
 and VarDiU runs that follow a teacher."""
-import argparse
 import math
 
 import pytest

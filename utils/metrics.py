@@ -44,9 +44,10 @@ def mean_kernel(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] = 
     """mean_{i,j} k(x_i, y_j) with k(a, b) = mean_h exp(-|a - b|^2 / (2 h^2)). x [N, d], y [M, d] -> scalar.
 
     Computed in row chunks (default 256 rows on the CPU, 2048 on a GPU, where fewer launches matter more than
-    buffer size); accumulated in float64.
+    buffer size; beyond 2-D proportionally fewer, so that a chunk's differences stay the size of a 2-D chunk's);
+    accumulated in float64.
     """
-    chunk = chunk or (2048 if x.is_cuda else 256)
+    chunk = chunk or (2048 if x.is_cuda else 256) * 2 // max(x.shape[1], 2)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], chunk):
         # Squared distances by direct differences: exact and bit-reproducible (a BLAS x @ y.T form can round
