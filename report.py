@@ -421,6 +421,37 @@ def demo_line() -> str:
             f"{run.modes[-1]:.0f} of 40 modes at the end (true samples: about -6.85, -8.5, 40).")
 
 
+HIGHDIM_PILOT = [("gauss_d8_s150", "VarDiU Gaussian, d = 8, `--sigma_max 150`"),
+                 ("gauss_d8_s20", "VarDiU Gaussian, d = 8, `--sigma_max 20`"),
+                 ("di1_d8_s150", "Diff-Instruct score_step 1, d = 8, `--sigma_max 150`"),
+                 ("di1_d8_s20", "Diff-Instruct score_step 1, d = 8, `--sigma_max 20`"),
+                 ("gauss_d128_s420", "VarDiU Gaussian, d = 128, `--sigma_max 420`")]
+HIGHDIM_COLUMNS = [("logpd", "log density", 2), ("logpd_true", "true samples' log density", 2),
+                   ("modes", "modes", 1), ("mode_tv", "mode-weight error", 3), ("energy", "energy distance", 1),
+                   ("sliced_w2", "sliced W2", 1), ("log_mmd", "log MMD", 2)]
+
+
+def seed_rows(folder: str, name: str) -> list[list[dict]]:
+    """The metrics rows of every seed of run ``name`` in results/<folder> (folders <name>_seed<N>)."""
+    runs = sorted((RESULTS / folder).glob(f"{name}_seed*"), key=lambda p: int(p.name.rsplit("seed", 1)[1]))
+    return [read_metric_rows(run / "metrics.csv") for run in runs]
+
+
+def highdim_table(folder: str, runs: list[tuple[str, str]], last: int = 5) -> str:
+    """Per run: seeds, last iteration, then mean ± std over seeds of each seed's mean over its last ``last``
+    evaluations of the high-dimensional metrics."""
+    head = ["run", "seeds", "last iteration"] + [label for _, label, _ in HIGHDIM_COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, label in runs:
+        seeds = seed_rows(folder, name)
+        cells = []
+        for key, _, digits in HIGHDIM_COLUMNS:
+            per_seed = [np.mean([float(r[key]) for r in rows[-last:]]) for rows in seeds]
+            cells.append(pm(float(np.mean(per_seed)), float(np.std(per_seed)), digits))
+        lines.append(f"| {label} | {len(seeds)} | {int(seeds[0][-1]['iteration']):,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def results_run(folder: str):
     """The one run in results/<folder>."""
     return read_run(RESULTS / folder, 1000)
@@ -438,6 +469,7 @@ BLOCKS = {
     "speed-table": speed_table,
     "run-index": run_index_tables,
     "demo-line": demo_line,
+    "highdim-pilot-table": lambda: highdim_table("highdim/pilot", HIGHDIM_PILOT),
     "equality-table": lambda: summary_table(EQUALITY_ROWS, 10),
     "authors-teacher-trajectory": lambda: trajectory_table(
         [Row("authors_teacher", "vardiu_gaussian_teacher", "`paper` recipe, the authors' teacher"),
