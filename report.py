@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import io
 import json
 import re
@@ -30,6 +29,7 @@ import numpy as np
 from plot_results import MethodRuns, find_run_folders, group_methods, read_run, summarise
 from utils.cli import Parser, exit_on_usage_error
 from utils.recipes import LABELS, PAPER_NUMBERS, RECIPES
+from utils.registry import entry_script
 from utils.run_io import read_metric_rows
 
 ROOT = Path(__file__).resolve().parent
@@ -83,7 +83,8 @@ def last_iterations(g: MethodRuns) -> str:
         ends.setdefault(int(run.iteration[-1]), []).append(seed)
     if len(ends) == 1:
         return f"{next(iter(ends)):,}"
-    return "; ".join(f"{it:,} (seed{'s' if len(s) > 1 else ''} {seed_range(s)})" for it, s in sorted(ends.items(), reverse=True))
+    return "; ".join(f"{it:,} (seed{'s' if len(s) > 1 else ''} {seed_range(s)})"
+                     for it, s in sorted(ends.items(), reverse=True))
 
 
 def config_of(run_path: Path) -> dict:
@@ -97,10 +98,7 @@ def config_of(run_path: Path) -> dict:
 
 @lru_cache(maxsize=None)
 def script_parser(script: str) -> argparse.ArgumentParser:
-    spec = importlib.util.spec_from_file_location(f"_report_{Path(script).stem}", ROOT / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_parser()
+    return entry_script(script).build_parser()
 
 
 def flags_between(script: str, config: dict, given: tuple[str, ...]) -> list[str]:
@@ -240,7 +238,8 @@ def run_index_tables() -> str:
             folder = re.sub(r"_seed\d+$", f"_seed{{{seed_range(seeds)}}}", first["folder"]) if len(run) > 1 \
                 else first["folder"]
             command = command_of(RESULTS / first["folder"], seeds)
-            lines.append(f"| `{folder}` | {first['last_iteration']:,} | {first['stop']} | {first['train_time_s']:.0f} | "
+            lines.append(f"| `{folder}` | {first['last_iteration']:,} | {first['stop']} | "
+                         f"{first['train_time_s']:.0f} | "
                          f"{first['segments']} | `{command}` |")
         lines.append("")
     return "\n".join(lines)
@@ -381,7 +380,8 @@ TEACHER_STUDY_ROWS = [Row("teacher_study", "vardiu_gaussian_teacher_smin0.1", "V
 TEACHER_ROWS = [Row("paper", "vardiu_gaussian_teacher", "`paper` recipe, our teacher"),
                 Row("authors_teacher", "vardiu_gaussian_teacher", "`paper` recipe, the authors' teacher"),
                 Row("teacher_rows", "vardiu_gaussian_teacher_cap2", "power capped at 2.0, our teacher"),
-                Row("teacher_rows", "vardiu_gaussian_authors_teacher_cap2", "power capped at 2.0, the authors' teacher"),
+                Row("teacher_rows", "vardiu_gaussian_authors_teacher_cap2",
+                    "power capped at 2.0, the authors' teacher"),
                 Row("teacher_rows", "vardiu_gaussian_authors_teacher_defaults",
                     "their script's defaults (`--sigma_max 40 --power 1.5`), the authors' teacher"),
                 Row("teacher_rows", "vardiu_gaussian_authors_teacher_defaults_no_antithetic",

@@ -1,7 +1,6 @@
 """Shared helpers: run an entry script as a user would (a subprocess in the repo root)."""
 import argparse
 import csv
-import importlib
 import json
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.registry import make_target
+from utils.registry import entry_script, make_target
 from utils.run_io import METRIC_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +52,7 @@ def logged_terms(run_dir: Path) -> tuple[str, ...]:
     """The loss terms the run's method declares (``Method.logged_terms``), from its config.json: its script
     builds the method again on the CPU."""
     config = json.loads((run_dir / "config.json").read_text())
-    module = importlib.import_module(Path(config["script"]).stem)
+    module = entry_script(config["script"])
     method = module.build(argparse.Namespace(**config), torch.device("cpu"), make_target(config["target"], config.get("dim", 2)))
     return method.logged_terms
 

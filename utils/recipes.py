@@ -38,7 +38,8 @@ TEACHER_STUDY_SIGMA_MINS = ("0.1", "0.5", "1.0", "1.5", "2.0")
 
 
 def vardiu(posterior: str, score: str, flags: tuple[str, ...]) -> tuple[str, RecipeMethod]:
-    """('vardiu_gaussian_true', RecipeMethod) and the like, for posterior 'gaussian' or 'nsf' (utils.registry.METHODS)."""
+    """('vardiu_gaussian_true', RecipeMethod) and the like, for posterior 'gaussian' or 'nsf'
+    (utils.registry.METHODS)."""
     score_flags, star, suffix = SCORES[score]
     entry = METHODS[f"vardiu_{posterior}"]
     return (f"vardiu_{posterior}_{score}",

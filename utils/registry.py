@@ -85,10 +85,15 @@ METHODS: dict[str, MethodEntry] = {
 }
 
 
+def entry_script(script: str):
+    """The entry script ``script`` (e.g. "train_upper_flow.py") as a module: its ``build_parser`` and ``build``."""
+    return importlib.import_module(Path(script).stem)
+
+
 def method_trainer(method: str, flags: list[str], seeds: list[int], device: torch.device) -> Trainer:
     """The Trainer that ``method``'s entry script builds for ``flags`` (after the method's own flags) and ``seeds``
     on ``device``: what benchmarks and tests time and check, built exactly as a training run builds it."""
     entry = METHODS[method]
-    module = importlib.import_module(Path(entry.script).stem)
+    module = entry_script(entry.script)
     values = module.build_parser().parse_args([*entry.flags, *flags, "--device", str(device)])
     return build_trainer(module.build, values, seeds, device, make_target(values.target, values.dim).to(device))

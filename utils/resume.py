@@ -120,7 +120,8 @@ def restore(trainer: Trainer, checkpoints: list[tuple[Path, dict]], max_iter: in
         trainer.sums = {key: torch.stack([state["interval"]["sums"][key] for _, state in checkpoints]).to(
             trainer.device).reshape(-1) for key in interval["sums"]}
     return Clock(iteration=first["iteration"], steps=interval["steps"] if interval else 0,
-                 wall_offset=first["wall_time"], train_time=first["train_time"], checkpoint_iteration=first["iteration"])
+                 wall_offset=first["wall_time"], train_time=first["train_time"],
+                 checkpoint_iteration=first["iteration"])
 
 
 def rng_state(device: torch.device) -> dict:

@@ -115,7 +115,8 @@ def mog40(dim: int = 2) -> GaussianMixture:
     """MoG40: 40 modes uniform in [-40, 40]^dim, component std softplus(1) ~= 1.3133 (docs/method.md, section 5).
     ``dim`` 2 is the benchmark's MoG40 (the stored means); other dimensions use the same seeded construction."""
     means = mog40_means() if dim == 2 else mog40_means_from_seed(dim)
-    return GaussianMixture(means, std=F.softplus(torch.tensor(1.0)).item(), name="mog40" if dim == 2 else f"mog40_d{dim}")
+    name = "mog40" if dim == 2 else f"mog40_d{dim}"
+    return GaussianMixture(means, std=F.softplus(torch.tensor(1.0)).item(), name=name)
 
 
 def mog9(dim: int = 2) -> GaussianMixture:

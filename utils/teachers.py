@@ -114,7 +114,8 @@ def target_score(target: GaussianMixture, device: torch.device, true_score: bool
     return teacher_network(teacher, teacher_ckpt, target, device).score
 
 
-TEACHER_NOISE_FLOOR = 2.0  # the lowest --sigma_min at which the shipped MoG40 teacher kept every mode (docs/teacher-study.md)
+# the lowest --sigma_min at which the shipped MoG40 teacher kept every mode (docs/teacher-study.md)
+TEACHER_NOISE_FLOOR = 2.0
 
 
 def teacher_notes(true_score: bool, sigma_min: float) -> tuple[str, ...]:
