@@ -2,6 +2,7 @@
 an edited number in either place is caught."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -73,6 +74,27 @@ def test_the_index_rebuilds_the_published_command(small_results):
     assert rows[0]["command"] == ("python run_grid.py --recipe published --methods vardiu_gaussian_true --seeds 0 "
                                   "--max_iter 1000000 --out_dir results")
     assert all(r["stop"] == "reached max_iter" for r in rows)
+
+
+def test_a_runs_recorded_end_is_its_stop_reason(tmp_path, monkeypatch):
+    """A run folder whose config.json records why it ended (the training loop writes "end") is indexed with
+    that reason; one that reached --max_iter says so."""
+    import train_upper_diffusion
+    from conftest import TINY
+    results = tmp_path / "results"
+    train_upper_diffusion.main(["--true_score", *TINY, "--max_iter", "20", "--show_iter", "10", "--device", "cpu",
+                                "--out_dir", str(results / "x"), "--name", "r"])
+    monkeypatch.setattr(report, "RESULTS", results)
+    report.clear_caches()
+    (row,) = report.index_rows()
+    assert row["stop"] == "reached max_iter" and row["last_iteration"] == 20
+    config = json.loads((results / "x" / "r" / "config.json").read_text())
+    assert config["end"] == {"reason": "reached max_iter", "iteration": 20}
+    config["end"] = {"reason": "non-finite between 10 and 20", "iteration": 10}
+    (results / "x" / "r" / "config.json").write_text(json.dumps(config))
+    report.clear_caches()
+    assert report.index_rows()[0]["stop"] == "non-finite between 10 and 20"
+    report.clear_caches()
 
 
 def test_reproduced_means_within_the_papers_bar_or_better():

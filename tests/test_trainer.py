@@ -1,6 +1,7 @@
 """The shared training loop: non-finite and interrupted runs stop cleanly and keep their last good checkpoint;
 device resolution."""
 import dataclasses
+import json
 import os
 import signal
 
@@ -54,6 +55,8 @@ def test_non_finite_run_stops_and_keeps_last_good_checkpoint(tmp_path, tiny, cap
     assert all(torch.isfinite(p).all() for p in ckpt["modules"]["generator"].values())
     rows = (tmp_path / "nan" / "metrics.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "10", "20"]
+    end = json.loads((tmp_path / "nan" / "config.json").read_text())["end"]
+    assert end == {"reason": "non-finite between 20 and 30", "iteration": 20}
 
 
 def test_resolve_device_without_cuda_warns_and_uses_cpu(monkeypatch, capsys):

@@ -24,7 +24,7 @@ from utils.metrics import SampleEvaluator
 from utils.plotting import PlotWorker, plot_metrics
 from utils.registry import make_target
 from utils.resume import SEGMENT_KEYS, Clock, Flags, restore, rng_state
-from utils.run_io import SeedRun, open_run_folders, save_run_checkpoints
+from utils.run_io import SeedRun, open_run_folders, save_run_checkpoints, write_json
 from utils.step import (MODE_NAMES, BuildFn, Trainer, build_trainer, prepare, resolve_device, run_mode,
                         synchronize)
 from utils.targets import GaussianMixture
@@ -79,6 +79,7 @@ def run_training(build: BuildFn, flags: Flags, script: str, run_prefix: str) -> 
             if out_of_time:
                 print(f"time limit of {f.time_limit} min reached at iteration {done}; continue with "
                       f"--load {' '.join(str(r.run_dir) for r in runs)}", file=sys.stderr)
+                loop.record_end("time limit", done)
                 break
             t_train = time.perf_counter()
     finally:
@@ -86,6 +87,8 @@ def run_training(build: BuildFn, flags: Flags, script: str, run_prefix: str) -> 
         loop.close(wait_for_plots=not stop.signal)
 
     # Finish: metric plots and one line per seed.
+    if runs[0].log.history[-1]["iteration"] >= f.max_iter:
+        loop.record_end("reached max_iter", f.max_iter)
     loop.finish()
     return [run.run_dir for run in runs]
 
@@ -129,6 +132,8 @@ class Loop:
         if bad:
             self.bar.close()
             report_non_finite(bad, rows, clock, it, several=len(self.runs) > 1)
+            last = self.runs[0].log.history[-1]["iteration"] if self.runs[0].log.history else 0
+            self.record_end(f"non-finite between {last:,} and {it:,}", last)
             raise SystemExit(1)
         for run, row, (_, samples) in zip(self.runs, rows, evaluated):
             self.log(run, row, samples, plot=final or bool(f.plot_every and it % (f.plot_every * f.show_iter) == 0))
@@ -157,12 +162,19 @@ class Loop:
         one line with the command that continues, and exit 128 + the signal's number."""
         save_run_checkpoints(self.trainer, self.runs, self.clock, it, 0, rng_state(self.trainer.device),
                              between_evaluations=True)
+        self.record_end(f"stopped by {stop.name}", it)
         self.bar.close()
         runs = self.runs
         print(f"{stop.name} received: stopped at iteration {it} and saved {runs[0].run_dir / 'checkpoints'}"
               f"/last.pt{' (every seed)' if len(runs) > 1 else ''}; continue with --load "
               f"{' '.join(str(r.run_dir) for r in runs)}", file=sys.stderr)
         raise SystemExit(128 + stop.signal)
+
+    def record_end(self, reason: str, iteration: int) -> None:
+        """Write why the command stopped into every seed's config.json ("end": reason and iteration), for
+        results/INDEX.csv; a resumed run's config.json is written anew without it."""
+        for run in self.runs:
+            write_json(run.run_dir / "config.json", dict(run.config, end={"reason": reason, "iteration": iteration}))
 
     def close(self, wait_for_plots: bool) -> None:
         self.bar.close()
