@@ -452,6 +452,49 @@ def highdim_table(folder: str, runs: list[tuple[str, str]], last: int = 5) -> st
     return "\n".join(lines)
 
 
+HIGHDIM_D8 = [
+    ("gauss_d8_s150_fast", "VarDiU Gaussian, annealing 10x (`--power_interval 100`)"),
+    ("gauss_d8_s150_pi300", "VarDiU Gaussian, annealing 3.3x (`--power_interval 300`)"),
+    ("gauss_d8_s150_slow", "VarDiU Gaussian, the paper's annealing (`--power_interval 1000`)"),
+    ("gauss_d8_s150_slow_cv", "VarDiU Gaussian, paper's annealing, `--control_variate on`"),
+    ("gauss_d8_s150_slow_b8k", "VarDiU Gaussian, paper's annealing, `--batch_size 8192`"),
+    ("gauss_d8_s150_slow_b8k_cv", "VarDiU Gaussian, paper's annealing, batch 8192, control variate"),
+    ("nsf_d8_s150_slow", "VarDiU NSF, the paper's annealing"),
+    ("gauss_d8_s150_w2", "VarDiU Gaussian, annealing 10x, `--weight sigma2`"),
+    ("di1_d8_s150_pi300", "Diff-Instruct score_step 1, annealing 3.3x"),
+    ("di1_d8_s150_slow", "Diff-Instruct score_step 1, the paper's annealing"),
+]
+HIGHDIM_D8_STAGES = (4_000, 12_000, 20_000, 30_000, 51_000)
+GAP_PROBES = [("fast_seed0_2000", "10x, 2k"), ("fast_seed0_4000", "10x, 4k"), ("fast_seed0_6000", "10x, 6k"),
+              ("fast_seed0_12000", "10x, 12k"), ("gauss_d8_s150_pi300_seed0_last", "3.3x, 58k"),
+              ("slow_seed0_last", "paper's, 68k"), ("nsf_d8_s150_slow_seed0_last", "NSF, paper's, 26k")]
+
+
+def highdim_stages(folder: str, runs: list[tuple[str, str]], iterations: tuple[int, ...]) -> str:
+    """Per run and iteration: energy distance / mode-weight error, mean over the seeds that reached it."""
+    lines = ["| run | " + " | ".join(f"{it // 1000}k" for it in iterations) + " |", "|" + "---|" * (1 + len(iterations))]
+    for name, label in runs:
+        seeds = seed_rows(folder, name)
+        cells = []
+        for it in iterations:
+            at = [r for rows in seeds for r in rows if int(r["iteration"]) == it]
+            cells.append(f"{np.mean([float(r['energy']) for r in at]):.1f} / "
+                         f"{np.mean([float(r['mode_tv']) for r in at]):.2f}" if at else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gap_table(probes: list[tuple[str, str]]) -> str:
+    """experiments/bound_gap.py results: per noise level and probe, gap in nats (gap gradient / KL gradient, ess)."""
+    found = [(json.loads((RESULTS / "highdim" / "gap" / f"{name}.json").read_text()), label) for name, label in probes]
+    lines = ["| sigma | " + " | ".join(label for _, label in found) + " |", "|" + "---|" * (1 + len(found))]
+    for k, row in enumerate(found[0][0]["rows"]):
+        cells = [f"{r['rows'][k]['gap']:.3g} ({r['rows'][k]['ratio']:.2f}, {r['rows'][k]['ess']:.2f})"
+                 for r, _ in found]
+        lines.append(f"| {row['sigma']:.3g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def results_run(folder: str):
     """The one run in results/<folder>."""
     return read_run(RESULTS / folder, 1000)
@@ -470,6 +513,9 @@ BLOCKS = {
     "run-index": run_index_tables,
     "demo-line": demo_line,
     "highdim-pilot-table": lambda: highdim_table("highdim/pilot", HIGHDIM_PILOT),
+    "highdim-d8-table": lambda: highdim_table("highdim/d8_schedule", HIGHDIM_D8),
+    "highdim-d8-stages": lambda: highdim_stages("highdim/d8_schedule", HIGHDIM_D8, HIGHDIM_D8_STAGES),
+    "highdim-gap-table": lambda: gap_table(GAP_PROBES),
     "equality-table": lambda: summary_table(EQUALITY_ROWS, 10),
     "authors-teacher-trajectory": lambda: trajectory_table(
         [Row("authors_teacher", "vardiu_gaussian_teacher", "`paper` recipe, the authors' teacher"),

@@ -28,21 +28,19 @@ import dataclasses
 import torch
 
 from losses.noise import WEIGHT_POWERS
-import train_upper_diffusion
-import train_upper_flow
 from utils.cli import UsageError, exit_on_usage_error
 from utils.methods import power_schedule
 from utils.run_io import load_checkpoint, write_result
-from utils.registry import make_target
+from utils.registry import entry_script, make_target
 from utils.step import Method
 
-
-BUILDS = {module.SCRIPT: module.build for module in (train_upper_diffusion, train_upper_flow)}
+VARDIU_SCRIPTS = ("train_upper_diffusion.py", "train_upper_flow.py")
 
 
 def trained_method(flags: argparse.Namespace, state: dict) -> Method:
     """The VarDiU method of ``flags`` (its loss) with the networks of checkpoint ``state``, on the CPU."""
-    method = BUILDS[state["config"]["script"]](flags, torch.device("cpu"), make_target(flags.target))
+    build = entry_script(state["config"]["script"]).build
+    method = build(flags, torch.device("cpu"), make_target(flags.target, getattr(flags, "dim", 2)))
     for name, module in method.networks.items():
         module.load_state_dict(state["modules"][name])
     return method
@@ -87,8 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     _, state = load_checkpoint(a.load)
     trained = argparse.Namespace(**state["config"])
-    if state["config"].get("script") not in BUILDS:
-        raise UsageError(f"--load {a.load}: not a VarDiU run (of {' or '.join(BUILDS)}); pick one that is")
+    if state["config"].get("script") not in VARDIU_SCRIPTS:
+        raise UsageError(f"--load {a.load}: not a VarDiU run (of {' or '.join(VARDIU_SCRIPTS)}); pick one that is")
     method = trained_method(trained, state)
 
     # The check: v at the checkpoint's own loss and power against the exp_avg_sq Adam stored.
