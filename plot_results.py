@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 
 from utils.cli import Parser, UsageError, exit_on_usage_error, validate_output_folder  # noqa: E402
 from utils.recipes import LABELS, METHOD_ORDER, PAPER_NUMBERS, RECIPES, method_key  # noqa: E402
+from utils.resume import PER_SEED_CONFIG, SEGMENT_KEYS  # noqa: E402
 from utils.run_io import read_metric_rows  # noqa: E402
 
 plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "legend.fontsize": 6.5, "axes.labelsize": 8})
@@ -60,6 +61,8 @@ class Run:
     samples: np.ndarray | None = None
     target: str = "mog40"
     recipe: str = ""
+    flags: dict = field(default_factory=dict)  # what defines the method (``defining_flags``)
+    seed: int | None = None
 
 
 @dataclass
@@ -85,22 +88,54 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+# config.json entries that do not define a method: the seed, where and how a command ran, and what it wrote.
+NOT_DEFINING = PER_SEED_CONFIG | set(SEGMENT_KEYS) | {"seeds", "out_dir", "recipe", "end", "script", "device_resolved"}
+
+
+def defining_flags(config: dict) -> dict:
+    """The entries of a run's config.json that define its method: every flag but the seed, the output and the
+    flags a resume may change (only the seed may differ between the runs averaged as one method)."""
+    return {k: v for k, v in config.items() if k not in NOT_DEFINING}
+
+
+def read_config(path: Path) -> dict:
+    """A run folder's config.json as a dict ({} when absent); a damaged one is a UsageError naming it."""
+    file = path / "config.json"
+    if not file.is_file():
+        return {}
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{file}: not readable JSON ({err}); repair or move that run folder") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{file}: not a JSON object; repair or move that run folder")
+    return config
+
+
 def read_run(path: Path, eval_every: int) -> Run | None:
     """Read one run folder, ours (metrics.csv + config.json) or the reference repo's (lists/*.json). None, with a
-    warning, for a run with no evaluations yet."""
+    warning, for a run with no evaluations yet; a damaged file is a UsageError naming it."""
     if (path / "metrics.csv").is_file():
-        rows = read_metric_rows(path / "metrics.csv")
+        config = read_config(path)
+        try:
+            rows = read_metric_rows(path / "metrics.csv")
+        except (OSError, UnicodeDecodeError, csv.Error) as err:
+            raise UsageError(f"{path / 'metrics.csv'}: not readable ({err})") from None
         if not rows:
             warn(f"{path}: no evaluations yet; skipped")
             return None
-        config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
         name = config.get("name")
-        key = re.sub(r"_seed\d+$", "", name) if name else method_key(config)
-        samples = np.load(path / "samples.npy") if (path / "samples.npy").is_file() else None
-        column = lambda name, kind=float: np.array([kind(r[name]) for r in rows])  # noqa: E731
-        return Run(path, key, column("iteration", int), column("train_time"), column("logpd"), column("log_mmd"),
-                   column("modes"), column("near_mode"), samples, config.get("target", "mog40"),
-                   config.get("recipe") or "")
+        key = re.sub(r"_seed\d+$", "", name) if isinstance(name, str) and name else method_key(config)
+        try:
+            column = lambda name, kind=float: np.array([kind(float(r[name])) for r in rows])  # noqa: E731
+            run = Run(path, key, column("iteration", int), column("train_time"), column("logpd"),
+                      column("log_mmd"), column("modes"), column("near_mode"), None, config.get("target", "mog40"),
+                      config.get("recipe") or "", defining_flags(config), config.get("seed"))
+        except KeyError as err:
+            raise UsageError(f"{path / 'metrics.csv'}: no column {err}; is it a run folder of this project?") from None
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"{path / 'metrics.csv'}: a value that is not a number ({err})") from None
+        return run
     lists = path / "lists"
     try:
         logpd = json.loads((lists / "logpd_list.json").read_text())
@@ -129,22 +164,40 @@ def find_run_folders(paths: list[str]) -> list[Path]:
         found += [p for p in candidates if (p / "metrics.csv").is_file() or (p / "lists" / "logpd_list.json").is_file()]
     if not found:
         raise UsageError(f"no run folders (metrics.csv or lists/logpd_list.json) in {' '.join(paths)}")
-    return list(dict.fromkeys(found))
+    unique: dict[Path, Path] = {}
+    for path in found:  # a folder reached twice (a link, or named twice) counts once
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def group_methods(runs: list[Run]) -> list[MethodRuns]:
-    """Runs grouped by (recipe, method): recipes in their order in utils.recipes, methods in the paper's
-    order, then alphabetically. Labels are the paper's legend names, ending in [recipe] when several recipes
-    are present."""
+    """Runs grouped by (recipe, method, the flags that define it): runs of one method name whose flags differ are
+    shown apart, their labels naming the differing flags, and a seed met twice in a group counts once (the first
+    folder; a warning names the other). Recipes in their order in utils.recipes, methods in the paper's order,
+    then alphabetically. Labels are the paper's legend names, ending in [recipe] when several recipes are
+    present."""
     several = len({run.recipe for run in runs}) > 1
-    groups: dict[tuple[str, str], MethodRuns] = {}
+    by_method: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
-        label = LABELS.get(run.method, run.method) + (f" [{run.recipe or 'no recipe'}]" if several else "")
-        groups.setdefault((run.recipe, run.method), MethodRuns(run.recipe, run.method, label)).runs.append(run)
+        by_method.setdefault((run.recipe, run.method), []).append(run)
+    groups: list[MethodRuns] = []
+    for (recipe, method), members in by_method.items():
+        varying = sorted({k for r in members for k in r.flags if any(o.flags.get(k) != r.flags.get(k) for o in members)})
+        label = LABELS.get(method, method) + (f" [{recipe or 'no recipe'}]" if several else "")
+        split: dict[str, MethodRuns] = {}
+        for run in members:
+            differs = ", ".join(f"{k}={run.flags.get(k)}" for k in varying)
+            group = split.setdefault(differs, MethodRuns(recipe, method, f"{label} ({differs})" if differs else label))
+            twin = next((r for r in group.runs if run.seed is not None and r.seed == run.seed), None)
+            if twin is not None:
+                warn(f"{run.path}: seed {run.seed} of {group.label} again (first: {twin.path}); counted once")
+                continue
+            group.runs.append(run)
+        groups += split.values()
     recipe_order = {name: i for i, name in enumerate(RECIPES)}
     order = {key: i for i, key in enumerate(METHOD_ORDER)}
-    return sorted(groups.values(), key=lambda g: (recipe_order.get(g.recipe, len(recipe_order)), g.recipe,
-                                                  order.get(g.key, len(order)), g.key))
+    return sorted(groups, key=lambda g: (recipe_order.get(g.recipe, len(recipe_order)), g.recipe,
+                                         order.get(g.key, len(order)), g.key, g.label))
 
 
 def summarise(group: MethodRuns, last: int) -> dict:
@@ -222,6 +275,17 @@ def save(fig: plt.Figure, out: Path, stem: str, pdf: bool, legend_strip: float =
     return paths
 
 
+def first_samples(group: MethodRuns) -> np.ndarray | None:
+    """The samples.npy of a group's first run (None when it has none)."""
+    path = group.runs[0].path / "samples.npy"
+    if group.runs[0].samples is None and path.is_file():
+        try:
+            group.runs[0].samples = np.load(path)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"{path}: not a readable sample array ({err})") from None
+    return group.runs[0].samples
+
+
 def write_figures(groups: list[MethodRuns], out: Path, pdf: bool) -> list[Path]:
     written: list[Path] = []
     for attr, stem, ylabel in [("log_mmd", "mmd_vs_time", "log MMD"), ("logpd", "logpd_vs_time", "log density")]:
@@ -234,7 +298,7 @@ def write_figures(groups: list[MethodRuns], out: Path, pdf: bool) -> list[Path]:
     plot_against(groups, "log_mmd", "iteration", "log MMD", axes[1])
     strip = add_legend(fig, axes[1], len(groups))
     written += save(fig, out, "metrics_vs_iterations", pdf, strip)
-    with_samples = [g for g in groups if g.runs[0].samples is not None]
+    with_samples = [g for g in groups if first_samples(g) is not None]
     if with_samples:
         from utils.plotting import draw_samples
         from utils.registry import make_target
@@ -279,9 +343,13 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--eval_every", type=int, default=1000,
                    help="iterations between evaluations for reference-layout folders (they do not record it)")
     p.add_argument("--pdf", action="store_true", help="also write PDF figures")
+    p.add_argument("--max_curves", type=int, default=12,
+                   help="methods drawn in the figures, in table order (the table lists every one)")
     a = p.parse_args(argv)
     if a.last <= 0:
         raise UsageError(f"--last must be a positive number of evaluations, got {a.last}")
+    if a.max_curves <= 0:
+        raise UsageError(f"--max_curves must be positive, got {a.max_curves}")
     validate_output_folder(a.out, "--out")
     runs = [run for run in (read_run(path, a.eval_every) for path in find_run_folders(a.run_dirs)) if run]
     if not runs:
@@ -289,7 +357,10 @@ def main(argv: list[str] | None = None) -> Path:
     groups = group_methods(runs)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = write_figures(groups, out, a.pdf)
+    if len(groups) > a.max_curves:
+        print(f"note: {len(groups)} methods; the figures draw the first {a.max_curves} (--max_curves), the table "
+              "lists all", file=sys.stderr)
+    figures = write_figures(groups[:a.max_curves], out, a.pdf)
     table = write_table([summarise(g, a.last) for g in groups], out, a.last)
     print(table)
     print(f"wrote {', '.join(str(f) for f in figures)}, {out / 'summary.md'}, {out / 'summary.csv'}")

@@ -17,6 +17,11 @@ after another on the CPU. Exit code 1 if any job failed.
 """
 from __future__ import annotations
 
+from utils import interrupt
+
+if __name__ == "__main__":  # before the imports below (seconds): a stop signal from here on ends with one line
+    interrupt.install()
+
 import argparse
 import os
 import queue
@@ -40,7 +45,7 @@ def job_command(recipe: str, method: str, seeds: str, max_iter: int, out_dir: Pa
     """The training command of one method of a recipe: its script and flags, all seeds vectorised. With
     ``resume``, a method whose seeds' run folders exist continues them with --load (None: already at max_iter)."""
     spec = RECIPES[recipe][method]
-    folders = [out_dir / f"{method}_seed{seed}" for seed in parse_seeds(seeds)]
+    folders = job_folders(method, seeds, out_dir)
     if resume and any(f.exists() for f in folders):
         missing = [str(f) for f in folders if not (f / "checkpoints" / "last.pt").is_file()]
         if missing:
@@ -55,6 +60,25 @@ def job_command(recipe: str, method: str, seeds: str, max_iter: int, out_dir: Pa
     name = method if len(folders) > 1 else folders[0].name
     return [sys.executable, str(ROOT / spec.script), *spec.flags, "--seeds", seeds, "--max_iter", str(max_iter),
             "--out_dir", str(out_dir), "--name", name, "--recipe", recipe, "--no_progress", *extra]
+
+
+def job_folders(method: str, seeds: str, out_dir: Path) -> list[Path]:
+    """The run folders of one job: <method>_seed<N> for each seed."""
+    return [out_dir / f"{method}_seed{seed}" for seed in parse_seeds(seeds)]
+
+
+def reached(folders: list[Path], max_iter: int) -> bool:
+    """Whether every folder's metrics.csv has a row at ``max_iter`` (a run that finished before it was killed)."""
+    from utils.run_io import reached_iteration
+    return all(f.is_dir() and reached_iteration(f) >= max_iter for f in folders)
+
+
+def job_state(code: int, finished: bool) -> str:
+    """done, stopped (exit 130 / 143 after saving, or killed by a signal: a negative code) or FAILED; a job killed
+    by a signal after its runs reached --max_iter is done."""
+    if code == 0 or (code < 0 and finished):
+        return "done"
+    return "stopped" if code in (130, 143) or code < 0 else "FAILED"
 
 
 def seed_jobs(method: str, spec: str, per_job: int) -> list[tuple[str, str]]:
@@ -109,9 +133,11 @@ def visible_gpus() -> list[str]:
         return []
 
 
-def run_jobs(jobs: list[tuple[str, list[str]]], gpus: list[str], log_dir: Path) -> dict[str, int]:
+def run_jobs(jobs: list[tuple[str, list[str]]], gpus: list[str], log_dir: Path,
+             finished=lambda job: False) -> dict[str, str]:
     """Run jobs, at most one per GPU at a time (or one at a time on the CPU), each appending to its log. SIGINT or
-    SIGTERM is passed on to the running jobs (which save and exit) and no further job starts. Returns exit codes."""
+    SIGTERM is passed on to the running jobs (which save and exit) and no further job starts. Returns each job's
+    state (``job_state``; ``finished(job)`` says whether its runs reached --max_iter)."""
     todo: queue.Queue = queue.Queue()
     for job in jobs:
         todo.put(job)
@@ -139,13 +165,14 @@ def run_jobs(jobs: list[tuple[str, list[str]]], gpus: list[str], log_dir: Path) 
             with open(log_dir / f"{method}.log", "a") as log:
                 log.write(shlex.join(cmd) + "\n")
                 log.flush()
-                running[method] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                running[method] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
                 if stopping.is_set():  # a signal came while it started
                     running[method].send_signal(signal.SIGTERM)
-                codes[method] = running[method].wait()
+                code = running[method].wait()
                 del running[method]
-            print(f"{'done' if codes[method] == 0 else 'FAILED' if codes[method] not in (130, 143) else 'stopped'} "
-                  f"{method} (exit {codes[method]}, {(time.time() - start) / 60:.1f} min)", flush=True)
+            codes[method] = job_state(code, code < 0 and finished(method))
+            how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+            print(f"{codes[method]} {method} ({how}, {(time.time() - start) / 60:.1f} min)", flush=True)
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -209,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     gpus = parse_gpus(a.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
     validate_output_folder(a.out_dir)
     out_dir = Path(a.out_dir) / recipe
+    existing = [str(f) for m in methods for f in job_folders(m, a.seeds, out_dir) if f.exists()]
+    if existing and not a.resume:
+        raise UsageError(f"{out_dir} already holds run folders of this grid ({', '.join(existing[:3])}"
+                         f"{', ...' if len(existing) > 3 else ''}); continue them with: "
+                         f"{shlex.join(['python', 'run_grid.py', *argv, '--resume', *(['--', *extra] if extra else [])])}"
+                         " (or pass another --out_dir)")
     commands = {job: job_command(recipe, m, job_seeds, a.max_iter, out_dir, extra, a.resume)
                 for m in methods for job, job_seeds in seed_jobs(m, a.seeds, a.seeds_per_job)}
     for job in [j for j, cmd in commands.items() if cmd is None]:
@@ -222,13 +255,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    codes = run_jobs(jobs, gpus, log_dir)
-    stopped = sorted(m for m, c in codes.items() if c in (130, 143))
+    seeds_of = {job: job_seeds for m in methods for job, job_seeds in seed_jobs(m, a.seeds, a.seeds_per_job)}
+    method_of = {job: m for m in methods for job, _ in seed_jobs(m, a.seeds, a.seeds_per_job)}
+    codes = run_jobs(jobs, gpus, log_dir,
+                     lambda job: reached(job_folders(method_of[job], seeds_of[job], out_dir), a.max_iter))
+    stopped = sorted(m for m, c in codes.items() if c == "stopped")
     if stopped:
         print(f"stopped by a signal: {', '.join(stopped)}; continue with the same command and --resume",
               file=sys.stderr)
-        return max(codes[m] for m in stopped)
-    failed = sorted(m for m, c in codes.items() if c != 0)
+        return 143
+    failed = sorted(m for m, c in codes.items() if c == "FAILED")
     if failed:
         print(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} (see {log_dir})", file=sys.stderr)
         return 1

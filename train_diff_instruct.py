@@ -9,6 +9,11 @@ authors' network, as in their baseline). As in the reference baseline the sigma-
 """
 from __future__ import annotations
 
+from utils import interrupt
+
+if __name__ == "__main__":  # before the imports below (seconds): a stop signal from here on ends with one line
+    interrupt.install()
+
 import argparse
 import copy
 
@@ -20,10 +25,10 @@ from models import Generator
 from models.networks import ReferenceDiffInstructGenerator
 from utils.cli import exit_on_usage_error, parse_flags, require_positive, training_parser
 from utils.loop import run_training
-from utils.methods import noise_sampler, power_schedule, score_source
+from utils.methods import distillation_notes, noise_sampler, power_schedule, score_source
 from utils.step import Method, Update
 from utils.targets import GaussianMixture
-from utils.teachers import teacher_network, teacher_notes
+from utils.teachers import teacher_network
 
 SCRIPT = "train_diff_instruct.py"
 
@@ -63,7 +68,7 @@ def build(flags: argparse.Namespace, device: torch.device, target: GaussianMixtu
                            Update(generator_loss, ("generator",), objective="loss")],
                   # the reference baseline: p fixed at --power from the first iteration
                   power_schedule=power_schedule(flags) if flags.anneal_power else ConstantPower(flags.power),
-                  notes=teacher_notes(flags.true_score, flags.sigma_min))
+                  notes=distillation_notes(flags, target))
 
 
 @exit_on_usage_error

@@ -10,6 +10,11 @@ gets teacher.pt (weights only, EMA weights when --ema_decay > 0), the file --tea
 """
 from __future__ import annotations
 
+from utils import interrupt
+
+if __name__ == "__main__":  # before the imports below (seconds): a stop signal from here on ends with one line
+    interrupt.install()
+
 import argparse
 from pathlib import Path
 

@@ -7,6 +7,11 @@ posterior from utils/registry.py (its options at their defaults; train_upper_flo
 """
 from __future__ import annotations
 
+from utils import interrupt
+
+if __name__ == "__main__":  # before the imports below (seconds): a stop signal from here on ends with one line
+    interrupt.install()
+
 import argparse
 
 import torch

@@ -7,6 +7,11 @@ The same loss, loop, evaluation and outputs as train_upper_diffusion.py; only th
 """
 from __future__ import annotations
 
+from utils import interrupt
+
+if __name__ == "__main__":  # before the imports below (seconds): a stop signal from here on ends with one line
+    interrupt.install()
+
 import argparse
 
 import torch

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, read_metrics, run_script
-from utils.loop import StopSignals
+from utils.interrupt import StopSignals
 
 SCRIPT = "train_upper_diffusion.py"
 

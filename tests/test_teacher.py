@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import assert_complete_run_folder, run_script
+from conftest import TINY, assert_complete_run_folder, run_script
 from experiments.linear_gaussian import DiagonalLinearGenerator, LinearGaussianPosterior
 from losses.noise import draw_noise, make_weight
 from losses.vardiu import vardiu_loss
@@ -14,7 +14,7 @@ from utils.errors import UsageError
 from utils.registry import make_target
 from utils.targets import GaussianMixture, mog9, mog40
 from utils.teachers import (SHIPPED_TEACHERS, TEACHER_NOISE_FLOOR, kde_teacher, load_reference_teacher, load_teacher,
-                            save_teacher, target_score, teacher_notes)
+                            save_teacher, target_score, teacher_notes, teacher_training_range)
 
 
 def test_kde_score_equals_autograd_of_its_diffused_log_density():
@@ -276,8 +276,22 @@ def test_teacher_script_bad_paths_and_values_are_one_line(tmp_path, argv, messag
 
 
 def test_teacher_mode_below_the_noise_floor_gets_a_one_line_note():
-    (note,) = teacher_notes(true_score=False, sigma_min=0.1)
+    (note,) = teacher_notes(true_score=False, sigma_min=0.1, sigma_max=20)
     assert note.startswith("note: teacher mode with --sigma_min 0.1") and "\n" not in note
     assert f"--sigma_min {TEACHER_NOISE_FLOOR:g}" in note
-    assert teacher_notes(true_score=False, sigma_min=TEACHER_NOISE_FLOOR) == ()
-    assert teacher_notes(true_score=True, sigma_min=0.1) == ()
+    assert teacher_notes(true_score=False, sigma_min=TEACHER_NOISE_FLOOR, sigma_max=20) == ()
+    assert teacher_notes(true_score=True, sigma_min=0.1, sigma_max=20) == ()
+
+
+def test_teacher_mode_beyond_the_teachers_noise_range_says_so_once(tmp_path):
+    """The shipped teacher was trained on sigma 0.1 to 40 (its file says so): --sigma_max 150 gets one note at
+    the start of the run, --sigma_max 20 none."""
+    assert teacher_training_range("edm", None, make_target("mog40")) == (0.1, 40.0)
+    flags = ["--sigma_min", str(TEACHER_NOISE_FLOOR), *TINY, "--max_iter", "10", "--show_iter", "10",
+             "--out_dir", str(tmp_path), "--device", "cpu", "--plot_every", "0"]
+    wide = run_script("train_upper_diffusion.py", *flags, "--sigma_max", "150")
+    assert wide.returncode == 0, wide.stderr
+    notes = [line for line in wide.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "trained on (sigma 0.1 to 40)" in notes[0], wide.stderr
+    inside = run_script("train_upper_diffusion.py", *flags, "--sigma_max", "20")
+    assert inside.returncode == 0 and "note:" not in inside.stderr, inside.stderr

@@ -108,9 +108,9 @@ def test_checkpoints_are_rewritten_only_when_due(tmp_path, tiny, monkeypatch):
     """--checkpoint_minutes keeps file writes off the training path: by default last.pt is written at iteration 0
     and at the end only (in a short run); with 0, at every evaluation."""
     import utils.run_io as run_io
-    real_save, writes = run_io.save_checkpoint, []
-    monkeypatch.setattr(run_io, "save_checkpoint",
-                        lambda path, state: (writes.append(state["iteration"]), real_save(path, state)))
+    real_save, writes = run_io.save_checkpoints, []
+    monkeypatch.setattr(run_io, "save_checkpoints",
+                        lambda files: (writes.extend(state["iteration"] for _, state in files), real_save(files)))
     for extra, expected in [([], [0, 40]), (["--checkpoint_minutes", "0"], [0, 10, 20, 30, 40])]:
         writes.clear()
         train(train_upper_diffusion.build, ["--true_score", *tiny, "--max_iter", "40", "--show_iter", "10",

@@ -11,6 +11,7 @@ from typing import Callable
 
 from losses.noise import WEIGHT_POWERS
 from losses.vardiu import WEIGHT_REDUCTIONS
+from utils import interrupt
 from utils.errors import RunIOError, UsageError
 from utils.registry import TARGETS
 from utils.resume import Flags, resume_flags, resumed_seeds, typed_flags
@@ -30,16 +31,22 @@ class Parser(argparse.ArgumentParser):
 
 def exit_on_usage_error(main: Callable[..., int | None]) -> Callable[..., int | None]:
     """Decorator for entry points: a UsageError (bad input) becomes one line on stderr and exit code 2, a
-    RunIOError (a run-time I/O failure) one line and exit code 1."""
+    RunIOError (a run-time I/O failure) one line and exit code 1, a stop signal before the training loop takes
+    signals over (utils/interrupt.py) one line and exit code 128 + its number."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
+        prog = sys.argv[0].rsplit("/", 1)[-1] or "vardiu"
         try:
-            return main(*args, **kwargs)
+            with interrupt.started():
+                return main(*args, **kwargs)
         except (UsageError, RunIOError) as err:
-            prog = sys.argv[0].rsplit("/", 1)[-1] or "vardiu"
             print(f"{prog}: error: {err}", file=sys.stderr)
             raise SystemExit(2 if isinstance(err, UsageError) else 1)
+        except interrupt.Interrupted as stop:  # before the training loop took over: nothing was written
+            print(f"{prog}: {stop.name} received before training started: stopped, no run folder was written",
+                  file=sys.stderr)
+            raise SystemExit(128 + stop.signum)
 
     return wrapped
 
@@ -135,6 +142,9 @@ def _add_common_flags(p: Parser, vectorised_seeds: bool = False) -> Parser:
     g.add_argument("--load", default=None, nargs="+", metavar="CKPT",
                    help="resume from a checkpoint file or a run folder (continues that run in its folder); "
                         "several: the seeds of one vectorised run, resumed together")
+    g.add_argument("--rewind", action="store_true",
+                   help="with --load of a checkpoint older than the run folder's latest: go back to it, cutting "
+                        "metrics.csv and lists/ there (without it such a --load is refused)")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to the run folder")
     g.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs wandb installed)")
     g.add_argument("--wandb_project", default="vardiu", help="Weights & Biases project name")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -20,11 +19,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from utils.interrupt import StopSignals
 from utils.metrics import SampleEvaluator
 from utils.plotting import PlotWorker, plot_metrics
 from utils.registry import make_target
 from utils.resume import SEGMENT_KEYS, Clock, Flags, restore, rng_state
-from utils.run_io import SeedRun, open_run_folders, save_run_checkpoints, write_json
+from utils.run_io import SeedRun, open_run_folders, release_run_folders, save_run_checkpoints, write_json
 from utils.step import (MODE_NAMES, BuildFn, Trainer, build_trainer, prepare, resolve_device, run_mode,
                         synchronize)
 from utils.targets import GaussianMixture
@@ -44,18 +44,19 @@ def run_training(build: BuildFn, flags: Flags, script: str, run_prefix: str) -> 
     trainer = build_trainer(build, f, flags.seeds, device, target)
     run_iteration = prepare(trainer, f.mode)
     clock = restore(trainer, flags.checkpoints, f.max_iter) if flags.checkpoints else Clock()
-    runs = open_run_folders(f, flags.seeds, flags.checkpoints, script, run_prefix, device, SEGMENT_KEYS)
-    evaluator, plotter = SampleEvaluator(target, f.eval_samples, seed=REFERENCE_SET_SEED), PlotWorker()
-    where = runs[0].run_dir if len(runs) == 1 else f"{len(runs)} folders, {runs[0].run_dir} ..."
-    print(f"run folder: {where}  (device {device}, {MODE_NAMES[run_mode(f.mode, device)]}"
-          f"{f', {len(runs)} vectorised seeds' if len(runs) > 1 else ''})", file=sys.stderr)
-    for note in trainer.method.notes:
-        print(note, file=sys.stderr)
-    loop = Loop(trainer, runs, clock, target, evaluator, plotter, f, progress_bar(f, clock, runs))
-
-    # Train: one iteration at a time; evaluate, log and checkpoint every --show_iter iterations.
-    stop = StopSignals()
+    # From here on a stop signal saves every seed and exits (before, nothing is written: utils/interrupt.py).
+    stop, loop, runs = StopSignals(), None, []
     try:
+        runs = open_run_folders(f, flags.seeds, flags.checkpoints, script, run_prefix, device, SEGMENT_KEYS)
+        evaluator, plotter = SampleEvaluator(target, f.eval_samples, seed=REFERENCE_SET_SEED), PlotWorker()
+        where = runs[0].run_dir if len(runs) == 1 else f"{len(runs)} folders, {runs[0].run_dir} ..."
+        print(f"run folder: {where}  (device {device}, {MODE_NAMES[run_mode(f.mode, device)]}"
+              f"{f', {len(runs)} vectorised seeds' if len(runs) > 1 else ''})", file=sys.stderr)
+        for note in trainer.method.notes:
+            print(note, file=sys.stderr)
+        loop = Loop(trainer, runs, clock, target, evaluator, plotter, f, progress_bar(f, clock, runs))
+
+        # Train: one iteration at a time; evaluate, log and checkpoint every --show_iter iterations.
         if not flags.checkpoints:
             loop.evaluate(0, final=False)
         t_train, power = time.perf_counter(), None
@@ -82,14 +83,19 @@ def run_training(build: BuildFn, flags: Flags, script: str, run_prefix: str) -> 
                 loop.record_end("time limit", done)
                 break
             t_train = time.perf_counter()
+    except BaseException:
+        release_run_folders(runs)
+        raise
     finally:
         stop.restore()
-        loop.close(wait_for_plots=not stop.signal)
+        if loop is not None:
+            loop.close(wait_for_plots=not stop.signal)
 
     # Finish: metric plots and one line per seed.
     if runs[0].log.history[-1]["iteration"] >= f.max_iter:
         loop.record_end("reached max_iter", f.max_iter)
     loop.finish()
+    release_run_folders(runs)
     return [run.run_dir for run in runs]
 
 
@@ -190,39 +196,6 @@ class Loop:
             last = run.log.history[-1]
             print(f"done: iteration {last['iteration']}  logpd {last['logpd']:.3f}  log MMD {last['log_mmd']:.2f}  "
                   f"modes {last['modes']}/{self.target.num_modes}  -> {run.run_dir}", file=sys.stderr)
-
-
-class StopSignals:
-    """While a run trains, SIGINT (Ctrl-C) and SIGTERM (what schedulers send before killing a job) ask the loop to
-    stop after the current iteration: ``signal`` holds the first one's number (0: none). A second signal exits at
-    once. Outside the main thread (where Python cannot install handlers) signals keep their usual effect."""
-
-    NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
-
-    def __init__(self):
-        self.signal = 0
-        self._previous = {}
-        try:
-            for signum in self.NAMES:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = {}
-
-    @property
-    def name(self) -> str:
-        return self.NAMES.get(self.signal, str(self.signal))
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.signal:
-            print(f"\n{self.NAMES[signum]} received again: exiting at once (the last checkpoint stays)",
-                  file=sys.stderr)
-            raise SystemExit(128 + signum)
-        self.signal = signum
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
 
 
 def evaluate(trainer: Trainer, run: SeedRun, it: int, evaluator: SampleEvaluator,

@@ -11,7 +11,7 @@ from losses.noise import NoiseSampler, PowerSchedule, make_weight
 from losses.vardiu import ScoreFn, VarDiULoss
 from utils.step import Method, Update
 from utils.targets import GaussianMixture
-from utils.teachers import target_score, teacher_notes, use_control_variate
+from utils.teachers import target_score, teacher_notes, teacher_training_range, use_control_variate
 
 
 def power_schedule(flags: argparse.Namespace) -> PowerSchedule:
@@ -40,4 +40,10 @@ def vardiu_method(generator: nn.Module, posterior: nn.Module, flags: argparse.Na
     return Method(networks={"generator": generator, "posterior": posterior},
                   learning_rates={"generator": flags.lr, "posterior": flags.posterior_lr or flags.lr},
                   updates=[Update(loss, ("generator", "posterior"), objective="loss")],
-                  power_schedule=power_schedule(flags), notes=teacher_notes(flags.true_score, flags.sigma_min))
+                  power_schedule=power_schedule(flags), notes=distillation_notes(flags, target))
+
+
+def distillation_notes(flags: argparse.Namespace, target: GaussianMixture) -> tuple[str, ...]:
+    """What a distillation run says once at its start about its score source (``utils.teachers.teacher_notes``)."""
+    trained = None if flags.true_score else teacher_training_range(flags.teacher, flags.teacher_ckpt, target)
+    return teacher_notes(flags.true_score, flags.sigma_min, flags.sigma_max, trained)

@@ -21,7 +21,8 @@ from utils.step import Trainer
 RESUME_OVERRIDABLE = {"max_iter", "device", "show_iter", "plot_every", "save_every", "eval_samples", "load",
                       "time_limit", "tensorboard", "wandb", "wandb_project", "no_progress", "mode",
                       "checkpoint_minutes"}
-PER_SEED_CONFIG = {"seed", "run_dir", "name", "load", "vectorised_seeds", "segments"}
+PER_SEED_CONFIG = {"seed", "run_dir", "name", "load", "rewind", "vectorised_seeds", "segments"}
+COMMAND_ONLY = {"load", "rewind"}  # flags about this command alone: taken as given, never from the checkpoint
 # What config.json keeps of each earlier command of a resumed run (its "segments"): what a resume may change.
 SEGMENT_KEYS = sorted(RESUME_OVERRIDABLE | {"vectorised_seeds", "device_resolved", "device_name", "torch_version"})
 
@@ -40,13 +41,13 @@ def resume_flags(flags: argparse.Namespace, typed: set[str], config: dict, scrip
     if config.get("script") != script:
         raise UsageError(f"--load: that checkpoint was written by {config.get('script')}, not {script}; "
                          f"resume it with {config.get('script')}")
-    for name in sorted(typed - RESUME_OVERRIDABLE):
+    for name in sorted(typed - RESUME_OVERRIDABLE - COMMAND_ONLY):
         if name in config and config[name] != getattr(flags, name):
             raise UsageError(f"--{name} cannot change when resuming (the run has {config[name]!r}); "
                              "start a new run instead")
     merged = dict(vars(flags))  # flags newer than the checkpoint keep their defaults
     merged.update({k: v for k, v in config.items() if k in merged})
-    merged.update({k: getattr(flags, k) for k in (typed & RESUME_OVERRIDABLE) | {"load"}})
+    merged.update({k: getattr(flags, k) for k in (typed & RESUME_OVERRIDABLE) | COMMAND_ONLY})
     return argparse.Namespace(**merged)
 
 

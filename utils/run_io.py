@@ -22,6 +22,7 @@ import csv
 import json
 import math
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # type hints only: run_io does not depend on the training cod
     from utils.step import Trainer
 
 from utils.errors import RunIOError, UsageError
+from utils.interrupt import deferred
 
 # The columns every metrics.csv starts with; the method's logged scalars follow, and "power" comes last.
 METRIC_COLUMNS = ["iteration", "wall_time", "train_time", "logpd", "mmd", "log_mmd", "modes", "near_mode"]
@@ -101,6 +103,8 @@ class MetricsLog:
         self.columns = metric_columns(self.history)
         (run_dir / "lists").mkdir(exist_ok=True)
         self._rewrite_csv()
+        if self.history:
+            self._write_lists()
 
     def _rewrite_csv(self) -> None:
         with open(self.run_dir / "metrics.csv", "w", newline="") as f:
@@ -127,6 +131,10 @@ class MetricsLog:
         else:
             with open(self.run_dir / "metrics.csv", "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self.columns, restval="nan").writerow(row)
+        self._write_lists()
+
+    def _write_lists(self) -> None:
+        """lists/*.json: the reference code's per-evaluation lists, from the rows."""
         lists = self.run_dir / "lists"
         write_json(lists / "logpd_list.json", [r["logpd"] for r in self.history])
         write_json(lists / "MMD_list.json", [r["mmd"] for r in self.history])
@@ -161,18 +169,31 @@ def _complete(row: dict) -> bool:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file, then rename: the previous checkpoint survives a crash mid-write. A failed
-    write (a full disk, say) removes the temporary file and is a RunIOError naming the checkpoint that remains."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:  # torch's zip writer reports a full disk as a RuntimeError
-        tmp.unlink(missing_ok=True)
-        kept = f"the previous {path.name} is kept" if path.exists() else "no earlier checkpoint exists"
-        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
-        raise RunIOError(f"could not write the checkpoint {path} ({reason}); {kept}. Free some space and "
-                         "continue with --load") from None
+    """torch.save to a temporary file, then rename: the previous checkpoint survives a crash mid-write."""
+    save_checkpoints([(path, state)])
+
+
+def save_checkpoints(files: list[tuple[Path, dict]]) -> None:
+    """Write several checkpoints as one: every temporary file first, then every rename, with stop signals held
+    back meanwhile (``utils.interrupt.deferred``), so that all of them change together or none does. A failed
+    write (a full disk, say) removes the temporary files and is a RunIOError naming what remains."""
+    with deferred():
+        written = []
+        try:
+            for path, state in files:
+                tmp = path.with_suffix(path.suffix + ".tmp")
+                written.append(tmp)
+                torch.save(state, tmp)
+        except (OSError, RuntimeError) as err:  # torch's zip writer reports a full disk as a RuntimeError
+            for tmp in written:
+                tmp.unlink(missing_ok=True)
+            path = files[len(written) - 1][0]
+            kept = f"the previous {path.name} is kept" if path.exists() else "no earlier checkpoint exists"
+            reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+            raise RunIOError(f"could not write the checkpoint {path} ({reason}); {kept}. Free some space and "
+                             "continue with --load") from None
+        for (path, _), tmp in zip(files, written):
+            os.replace(tmp, path)
 
 
 def checkpoint_path(spec: str | Path) -> Path:
@@ -270,6 +291,7 @@ class SeedRun:
     # being resumed apart, so that each goes on counting its own.
     wall_offset: float = 0.0
     train_offset: float = 0.0
+    lock: Any = None  # the open lock file that makes this process the folder's one writer (``lock_run_folder``)
 
     def times(self, clock: Clock) -> dict:
         """This seed's ``wall_time`` and ``train_time`` (seconds) on the shared clock."""
@@ -286,33 +308,116 @@ def earlier_segments(checkpoint: dict, segment_keys: list[str]) -> list[dict]:
     return config.get("segments", []) + [last]
 
 
+LOCK_FILE = ".lock"
+
+
+def lock_run_folder(run_dir: Path) -> Any:
+    """Make this process the one writer of ``run_dir``: an exclusive flock on run_dir/.lock, held while the file
+    stays open and released by the system however the process ends (a lock left by a dead process is no lock).
+    The file names its holder. A folder another process holds is a UsageError naming it. Returns the open file
+    (None where the system has no flock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    handle = open(run_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise UsageError(f"{run_dir} is in use by {holder}; one process writes a run folder at a time: wait for "
+                         "it to end, or stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+    handle.flush()
+    return handle
+
+
+def release_run_folders(runs: list[SeedRun]) -> None:
+    """Give up the run folders' locks (the process's end does the same)."""
+    for run in runs:
+        if run.lock is not None:
+            run.lock.close()
+            run.lock = None
+
+
+def reached_iteration(run_dir: Path) -> int:
+    """The furthest iteration a run folder records: its last metrics row or its last.pt, whichever is later."""
+    reached = 0
+    try:
+        rows = read_metric_rows(run_dir / "metrics.csv")
+        reached = int(float(rows[-1]["iteration"])) if rows else 0
+    except (OSError, ValueError, KeyError, UsageError):
+        pass
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        try:
+            reached = max(reached, int(torch.load(last, map_location="cpu", weights_only=True)["iteration"]))
+        except Exception:  # a damaged last.pt: the rows decide
+            pass
+    return reached
+
+
+def check_rewind(path: Path, state: dict, run_dir: Path, rewind: bool) -> None:
+    """Resuming ``run_dir`` from checkpoint ``path`` older than what the folder has reached drops the later rows:
+    refused (UsageError) unless ``rewind``, which says what it cuts."""
+    reached, at = reached_iteration(run_dir), int(state["iteration"])
+    if at >= reached:
+        return
+    if not rewind:
+        raise UsageError(f"--load {path}: that checkpoint is at iteration {at:,}, but {run_dir} has reached "
+                         f"{reached:,}; to continue the run load {run_dir} (its last.pt), or add --rewind to go back "
+                         f"to {at:,} (metrics.csv and lists/ are cut there)")
+    print(f"--rewind: {run_dir} goes back from iteration {reached:,} to {at:,}; metrics.csv and lists/ are cut "
+          f"there, and its numbered checkpoints after {at:,} are replaced as the run reaches them again",
+          file=sys.stderr)
+
+
 def open_run_folders(values: argparse.Namespace, seeds: list[int], checkpoints: list[tuple[Path, dict]],
                      script: str, run_prefix: str, device: torch.device, segment_keys: list[str]) -> list[SeedRun]:
     """One run folder per seed: a resumed run's own folders (``checkpoints``), or new ones (never reusing a
-    folder); each gets config.json (every flag, the resolved device and its model, the torch version, and for a
-    resumed run its earlier commands) and its metrics log."""
-    runs = []
-    for i, seed in enumerate(seeds):
-        wall_offset = train_offset = 0.0
-        if checkpoints:
-            path, state = checkpoints[i]
-            run_dir, history, segments = path.parent.parent, state["history"], earlier_segments(state, segment_keys)
-            first = checkpoints[0][1]  # restore() starts the shared clock at the first seed's times
-            wall_offset = state["wall_time"] - first["wall_time"]
-            train_offset = state["train_time"] - first["train_time"]
-        else:
-            name = run_folder_name(values.name, seed, len(seeds)) if values.name else \
-                default_run_name(run_prefix, values, seed)
-            run_dir, history, segments = unique_run_dir(values.out_dir, name), [], []
-        for sub in ("plots", "checkpoints"):
-            (run_dir / sub).mkdir(exist_ok=True)
-        config = dict(vars(values), seed=seed, seeds=None, vectorised_seeds=seeds if len(seeds) > 1 else None,
-                      script=script, run_dir=str(run_dir), device_resolved=str(device),
-                      device_name=device_name(device), torch_version=str(torch.__version__), segments=segments)
-        write_json(run_dir / "config.json", config)
-        runs.append(SeedRun(i, seed, run_dir, config, MetricsLog(run_dir, history),
-                            ExternalLoggers(run_dir, config, values.tensorboard, values.wandb, values.wandb_project),
-                            wall_offset, train_offset))
+    folder). Each is locked for this process first (``lock_run_folder``); a resumed folder must not be rewound
+    unless --rewind says so (``check_rewind``), and loses the temporary files of a writer that died. Each gets
+    config.json (every flag, the resolved device and its model, the torch version, and for a resumed run its
+    earlier commands) and its metrics log."""
+    runs: list[SeedRun] = []
+    locks = []
+    try:
+        for i, seed in enumerate(seeds):
+            wall_offset = train_offset = 0.0
+            if checkpoints:
+                path, state = checkpoints[i]
+                run_dir, history, segments = path.parent.parent, state["history"], earlier_segments(state, segment_keys)
+                first = checkpoints[0][1]  # restore() starts the shared clock at the first seed's times
+                wall_offset = state["wall_time"] - first["wall_time"]
+                train_offset = state["train_time"] - first["train_time"]
+                locks.append(lock_run_folder(run_dir))
+                check_rewind(path, state, run_dir, getattr(values, "rewind", False))
+                for stale in (run_dir / "checkpoints").glob("*.tmp"):
+                    stale.unlink()
+            else:
+                name = run_folder_name(values.name, seed, len(seeds)) if values.name else \
+                    default_run_name(run_prefix, values, seed)
+                run_dir, history, segments = unique_run_dir(values.out_dir, name), [], []
+                locks.append(lock_run_folder(run_dir))
+            for sub in ("plots", "checkpoints"):
+                (run_dir / sub).mkdir(exist_ok=True)
+            config = dict(vars(values), seed=seed, seeds=None, vectorised_seeds=seeds if len(seeds) > 1 else None,
+                          script=script, run_dir=str(run_dir), device_resolved=str(device),
+                          device_name=device_name(device), torch_version=str(torch.__version__), segments=segments)
+            write_json(run_dir / "config.json", config)
+            runs.append(SeedRun(i, seed, run_dir, config, MetricsLog(run_dir, history),
+                                ExternalLoggers(run_dir, config, values.tensorboard, values.wandb,
+                                                values.wandb_project),
+                                wall_offset, train_offset, locks[-1]))
+    except BaseException:
+        for lock in locks:
+            if lock is not None:
+                lock.close()
+        raise
     return runs
 
 
@@ -322,13 +427,15 @@ def save_run_checkpoints(trainer: Trainer, runs: list[SeedRun], clock: Clock, it
     state ``rng``. Written ``between_evaluations`` (on a signal), it also holds the running sums of the logged
     terms and the number of iterations since the last evaluation, so that a resumed run logs what the
     uninterrupted one would."""
+    files = []
     for run in runs:
         state = {"iteration": iteration, "config": run.config, "history": run.log.history, "rng": rng,
                  **trainer.seed_state(run.index), **run.times(clock)}
         if between_evaluations:
             state["interval"] = {"steps": clock.steps,
                                  "sums": {k: v[run.index].detach().cpu().clone() for k, v in trainer.sums.items()}}
-        save_checkpoint(run.run_dir / "checkpoints" / "last.pt", state)
+        files.append((run.run_dir / "checkpoints" / "last.pt", state))
         if save_every and iteration % save_every == 0 and iteration > 0:
-            save_checkpoint(run.run_dir / "checkpoints" / f"iter_{iteration:07d}.pt", state)
+            files.append((run.run_dir / "checkpoints" / f"iter_{iteration:07d}.pt", state))
+    save_checkpoints(files)
     clock.checkpoint_iteration, clock.checkpoint_time = iteration, time.perf_counter()

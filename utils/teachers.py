@@ -118,17 +118,40 @@ def target_score(target: GaussianMixture, device: torch.device, true_score: bool
 TEACHER_NOISE_FLOOR = 2.0
 
 
-def teacher_notes(true_score: bool, sigma_min: float) -> tuple[str, ...]:
-    """The notes (``Method.notes``) of a distillation with the score chosen by --true_score / --teacher: one line
-    when a teacher is distilled below the noise floor that kept every mode in the teacher study (there the
-    teacher's score error can pull the generator onto a few modes once the sigma schedule concentrates on small
-    noise); none otherwise."""
-    if true_score or sigma_min >= TEACHER_NOISE_FLOOR:
+def teacher_training_range(kind: str, path: str | Path | None, target: GaussianMixture) -> tuple[float, float] | None:
+    """The noise range (sigma_min, sigma_max) a train_teacher.py teacher (--teacher edm) was trained on, read from
+    its file; None for the authors' teacher, the KDE score or a file that does not record it."""
+    if kind != "edm":
+        return None
+    try:
+        config = torch.load(teacher_path(path, target), map_location="cpu", weights_only=True)["info"]["config"]
+        return float(config["sigma_min"]), float(config["sigma_max"])
+    except Exception:  # load_teacher reports a bad file; here an unknown range only means no note
+        return None
+
+
+def teacher_notes(true_score: bool, sigma_min: float, sigma_max: float,
+                  trained_range: tuple[float, float] | None = None) -> tuple[str, ...]:
+    """The notes (``Method.notes``, printed once when the run starts) of a distillation with the score chosen by
+    --true_score / --teacher: one line when a teacher is distilled below the noise floor that kept every mode in
+    the teacher study (there the teacher's score error can pull the generator onto a few modes once the sigma
+    schedule concentrates on small noise), one when [sigma_min, sigma_max] leaves ``trained_range``, the noise
+    levels the teacher was trained on (its score there is extrapolated); none otherwise."""
+    if true_score:
         return ()
-    return (f"note: teacher mode with --sigma_min {sigma_min:g}: below sigma {TEACHER_NOISE_FLOOR:g} the "
-            "teacher's score error can pull the generator onto a few modes as the schedule concentrates there; "
-            f"--sigma_min {TEACHER_NOISE_FLOOR:g} kept all modes with the shipped MoG40 teacher (docs/teacher-study.md; "
-            "experiments/teacher_collapse.py --teacher_ckpt gives a lower bound for yours)",)
+    notes = []
+    if sigma_min < TEACHER_NOISE_FLOOR:
+        notes.append(f"note: teacher mode with --sigma_min {sigma_min:g}: below sigma {TEACHER_NOISE_FLOOR:g} the "
+                     "teacher's score error can pull the generator onto a few modes as the schedule concentrates "
+                     f"there; --sigma_min {TEACHER_NOISE_FLOOR:g} kept all modes with the shipped MoG40 teacher "
+                     "(docs/teacher-study.md; experiments/teacher_collapse.py --teacher_ckpt gives a lower bound for "
+                     "yours)")
+    if trained_range is not None and (sigma_min < trained_range[0] or sigma_max > trained_range[1]):
+        notes.append(f"note: --sigma_min {sigma_min:g} --sigma_max {sigma_max:g} leave the noise range the teacher "
+                     f"was trained on (sigma {trained_range[0]:g} to {trained_range[1]:g}): its score outside it is "
+                     "extrapolated, not learned; narrow the range or train a teacher on it (train_teacher.py "
+                     "--sigma_min, --sigma_max)")
+    return tuple(notes)
 
 
 def use_control_variate(setting: str, true_score: bool) -> bool:
