@@ -6,7 +6,7 @@
     python run_grid.py --recipe paper --max_iter 1000000 --seeds 0-9 --out_dir results
     python run_grid.py --recipe matched --methods vardiu_gaussian_true,di_ss1_true --max_iter 20000
     python run_grid.py --recipe paper --methods vardiu_gaussian_true --seeds 5-8 --seeds_per_job 1   # 4 processes
-    sbatch scripts/slurm_grid.sh                                   # one SLURM array task per method
+    python run_grid.py --recipe paper --launcher slurm --wait      # one SLURM array task per method (submitit)
 
 Recipes (``utils/recipes.py``): ``paper`` (the table's eight rows as the authors' code ran them), ``matched``
 (every method with the same per-sample weight and sigma schedule) and ``published`` (the README's published
@@ -36,6 +36,7 @@ from pathlib import Path
 from utils.cli import Parser, UsageError, exit_on_usage_error, validate_output_folder
 from utils.recipes import RECIPE_SUMMARIES, RECIPES
 from utils.seeds import parse_seeds
+from utils.slurm import GridTask, SlurmOptions, require_submitit, submit as slurm_submit, wait as slurm_wait
 
 ROOT = Path(__file__).resolve().parent
 
@@ -187,6 +188,21 @@ def run_jobs(jobs: list[tuple[str, list[str]]], gpus: list[str], log_dir: Path,
     return codes
 
 
+def submit_to_slurm(a: argparse.Namespace, recipe: str, methods: list[str], out_dir: Path, extra: list[str],
+                    options: SlurmOptions) -> int:
+    """The grid as one SLURM job array (utils/slurm.py): one task per method and seed block, logs in
+    out_dir/logs/<array>_<task>/. Prints the array's id and how to follow it; with --wait blocks until it ends."""
+    blocks = [(m, job, job_seeds) for m in methods for job, job_seeds in seed_jobs(m, a.seeds, a.seeds_per_job)]
+    tasks = [GridTask(recipe, m, job_seeds, a.max_iter, str(out_dir.resolve()), extra) for m, _, job_seeds in blocks]
+    log_dir = out_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    jobs = slurm_submit(tasks, log_dir.resolve(), options, f"vardiu-{recipe}")
+    array = jobs[0].job_id.split("_")[0]
+    print(f"submitted SLURM array {array}: {len(jobs)} tasks ({', '.join(job for _, job, _ in blocks)}); follow "
+          f"with: squeue -j {array}; logs in {log_dir}/", flush=True)
+    return slurm_wait(jobs, tasks) if a.wait else 0
+
+
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -210,6 +226,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true",
                    help="continue methods whose run folders exist (--load their checkpoints/last.pt up to --max_iter); "
                         "start the others")
+    p.add_argument("--launcher", default="local", choices=["local", "slurm"],
+                   help="local: run the jobs on this machine's GPUs; slurm: submit them as one SLURM job array "
+                        "through submitit (README, 'Running on a cluster')")
+    g = p.add_argument_group("SLURM (--launcher slurm)")
+    g.add_argument("--slurm_partition", default=None, help="partition (default: the cluster's default)")
+    g.add_argument("--slurm_gpus_per_task", type=int, default=1, help="GPUs per array task (0: CPU only)")
+    g.add_argument("--slurm_cpus_per_task", type=int, default=4, help="CPU cores per array task")
+    g.add_argument("--slurm_time", type=int, default=24 * 60, metavar="MINUTES",
+                   help="time limit per task; the task saves and requeues itself before it")
+    g.add_argument("--slurm_signal_delay", type=int, default=300, metavar="SECONDS",
+                   help="how long before the time limit SLURM signals the task to save and requeue")
+    g.add_argument("--slurm_sbatch", action="append", default=[], metavar="OPTION",
+                   help="an extra sbatch option, e.g. --slurm_sbatch=--account=myproj (repeatable)")
+    g.add_argument("--wait", action="store_true", help="block until the array ends and report each task's state")
     p.add_argument("--dry_run", action="store_true", help="print the commands and run nothing")
     p.add_argument("--list", action="store_true", help="print the methods and their flags, then exit")
     a = p.parse_args(argv)
@@ -233,7 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--max_iter must be a positive integer, got {a.max_iter}")
     if a.seeds_per_job < 0:
         raise UsageError(f"--seeds_per_job must be 0 (all seeds in one process) or positive, got {a.seeds_per_job}")
-    gpus = parse_gpus(a.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    slurm_options = SlurmOptions(a.slurm_partition, a.slurm_gpus_per_task, a.slurm_time, a.slurm_cpus_per_task,
+                                 a.slurm_signal_delay, tuple(a.slurm_sbatch))
+    if a.launcher == "slurm":
+        slurm_options.check()
+        if not a.dry_run:
+            require_submitit()
+    gpus = parse_gpus(a.gpus, os.environ.get("CUDA_VISIBLE_DEVICES")) if a.launcher == "local" else []
     validate_output_folder(a.out_dir)
     out_dir = Path(a.out_dir) / recipe
     existing = [str(f) for m in methods for f in job_folders(m, a.seeds, out_dir) if f.exists()]
@@ -253,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             gpu = f"CUDA_VISIBLE_DEVICES={gpus[i % len(gpus)]} " if gpus else ""
             print(f"{gpu}{shlex.join(cmd)}")
         return 0
+    if a.launcher == "slurm":
+        return submit_to_slurm(a, recipe, methods, out_dir, extra, slurm_options)
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     seeds_of = {job: job_seeds for m in methods for job, job_seeds in seed_jobs(m, a.seeds, a.seeds_per_job)}
