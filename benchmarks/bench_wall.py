@@ -45,13 +45,18 @@ def bench(method: str, seeds: int, mode: str, iters: int, out_dir: Path) -> dict
         errors = [line for line in res.stderr.splitlines() if "Error" in line or "error:" in line]
         return {"method": method, "seeds": seeds, "mode": mode, "iters": iters, "failed": True,
                 "error": (errors or res.stderr.strip().splitlines() or ["?"])[-1][:300], "command": " ".join(cmd[1:])}
-    rows = {int(r["iteration"]): r for r in read_metric_rows(out_dir / run_folder_name(name, 0, seeds) / "metrics.csv")}
-    first, last = rows[1000], rows[iters]
-    span = iters - 1000
     return {"method": method, "seeds": seeds, "mode": mode, "iters": iters,
-            "ms_per_it": (float(last["wall_time"]) - float(first["wall_time"])) / span * 1000,
-            "train_ms_per_it": (float(last["train_time"]) - float(first["train_time"])) / span * 1000,
+            **ms_per_iteration(out_dir / run_folder_name(name, 0, seeds), 1000, iters),
             "process_s": time.perf_counter() - start, "command": " ".join(cmd[1:])}
+
+
+def ms_per_iteration(run_dir: Path, first: int, last: int) -> dict:
+    """Wall and training milliseconds per iteration of a run folder between its evaluations at iterations
+    ``first`` and ``last`` (so the start, compilation and capture, is left out; evaluations are in)."""
+    rows = {int(r["iteration"]): r for r in read_metric_rows(run_dir / "metrics.csv")}
+    a, b = rows[first], rows[last]
+    return {"ms_per_it": (float(b["wall_time"]) - float(a["wall_time"])) / (last - first) * 1000,
+            "train_ms_per_it": (float(b["train_time"]) - float(a["train_time"])) / (last - first) * 1000}
 
 
 @exit_on_usage_error
