@@ -56,3 +56,33 @@ def test_a_target_without_that_dimension_is_a_usage_error():
     with pytest.raises(UsageError, match="2-D"):
         make_target("mog9", 8)
     assert make_target("mog40", 32).dim == 32
+
+
+def test_highdim_figure_draws_runs_by_name_and_refuses_2d_runs(tmp_path):
+    """experiments/highdim_figure.py: one curve per run name from its seeds' rows; runs without the
+    high-dimensional columns are one line."""
+    import csv as _csv
+
+    from experiments import highdim_figure
+
+    def fake(name, seed, columns):
+        run = tmp_path / "runs" / f"{name}_seed{seed}"
+        run.mkdir(parents=True)
+        with open(run / "metrics.csv", "w", newline="") as f:
+            writer = _csv.DictWriter(f, fieldnames=["iteration", "train_time", *columns])
+            writer.writeheader()
+            for i in range(6):
+                writer.writerow({"iteration": 1000 * i, "train_time": 2.0 * i, **{c: 10.0 - i + seed for c in columns}})
+
+    for seed in (0, 1):
+        fake("a", seed, ["energy", "mode_tv", "modes"])
+    groups = highdim_figure.grouped_runs(tmp_path / "runs")
+    assert list(groups) == ["a"] and len(groups["a"]) == 2
+    iters, times, mean, std = highdim_figure.seed_stats(groups["a"], "energy")
+    assert list(iters) == [0, 1000, 2000, 3000, 4000, 5000] and mean[0] == 10.5 and std[0] == 0.5
+    out = highdim_figure.main([str(tmp_path / "runs"), "--out", str(tmp_path / "fig.png")])
+    assert out.is_file() and out.stat().st_size > 10_000
+    fake("flat", 0, ["logpd"])
+    with pytest.raises(SystemExit) as exc:
+        highdim_figure.main([str(tmp_path / "runs"), "--out", str(tmp_path / "fig2.png")])
+    assert exc.value.code == 2

@@ -1,0 +1,83 @@
+"""High-dimensional metrics of several runs against iterations and against training time (docs/high-dimensional.md).
+
+    python experiments/highdim_figure.py results/highdim/d8_schedule --out docs/figures/highdim/d8_schedule.png
+
+Run folders ``<name>_seed<N>`` are grouped by name; each panel shows the mean over a run's seeds (shaded: ± one
+std) of energy distance, mode-weight error and modes covered, per evaluation that every seed reached, against the
+iteration (top row) and the mean training time in seconds (bottom row).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
+from utils.run_io import read_metric_rows  # noqa: E402
+
+PANELS = [("energy", "energy distance"), ("mode_tv", "mode-weight error"), ("modes", "modes covered")]
+
+
+def grouped_runs(folder: Path) -> dict[str, list[list[dict]]]:
+    """name -> the metrics rows of each seed, for the run folders <name>_seed<N> in ``folder``."""
+    groups: dict[str, list[list[dict]]] = {}
+    for run in sorted(folder.glob("*_seed*")):
+        if (run / "metrics.csv").is_file():
+            groups.setdefault(re.sub(r"_seed\d+$", "", run.name), []).append(read_metric_rows(run / "metrics.csv"))
+    return groups
+
+
+def seed_stats(seeds: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(iterations, mean training time, mean, std) over seeds on the evaluations they all have."""
+    n = min(len(rows) for rows in seeds)
+    values = np.array([[float(r[key]) for r in rows[:n]] for rows in seeds])
+    times = np.array([[float(r["train_time"]) for r in rows[:n]] for rows in seeds])
+    iters = np.array([int(r["iteration"]) for r in seeds[0][:n]])
+    return iters, times.mean(0), values.mean(0), values.std(0)
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folder", help="a folder of run folders <name>_seed<N>")
+    p.add_argument("--out", required=True, help="the figure to write (.png)")
+    a = p.parse_args(argv)
+    groups = grouped_runs(Path(a.folder))
+    if not groups:
+        raise UsageError(f"{a.folder}: no run folders <name>_seed<N> with a metrics.csv")
+    missing = [name for name, seeds in groups.items() if any(k not in seeds[0][0] for k, _ in PANELS)]
+    if missing:
+        raise UsageError(f"{', '.join(missing)}: no high-dimensional metrics (runs with --dim > 2 have them)")
+    fig, axes = plt.subplots(2, len(PANELS), figsize=(10, 5.6), squeeze=False)
+    tops = np.zeros(len(PANELS))  # y-range: the means after each run's first 3 evaluations (the start jumps)
+    for k, (name, seeds) in enumerate(sorted(groups.items())):
+        for col, (key, label) in enumerate(PANELS):
+            iters, times, mean, std = seed_stats(seeds, key)
+            tops[col] = max(tops[col], float(np.max(mean[3:], initial=0.0)))
+            for row, xs in enumerate((iters, times)):
+                ax = axes[row][col]
+                ax.plot(xs, mean, lw=1.0, color=f"C{k % 10}", label=name if row == col == 0 else None)
+                ax.fill_between(xs, mean - std, mean + std, color=f"C{k % 10}", alpha=0.15, lw=0)
+                ax.set_xlabel("iteration" if row == 0 else "training time (s)")
+                ax.set_ylabel(label)
+                ax.grid(alpha=0.3)
+    for col in range(len(PANELS)):
+        for row in range(2):
+            axes[row][col].set_ylim(0, 1.1 * tops[col] or None)
+    fig.legend(loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
