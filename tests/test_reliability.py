@@ -218,3 +218,24 @@ def test_run_grid_again_into_the_same_folder_is_refused_with_the_command_that_co
     assert "already holds run folders" in res.stderr
     assert f"--out_dir {tmp_path} --resume -- --width 32" in res.stderr, res.stderr
     assert not (tmp_path / "paper" / "vardiu_gaussian_true_seed0").exists()
+
+
+@linux_only
+def test_two_quick_sigterms_leave_every_seed_at_one_iteration(tmp_path):
+    """An 8-seed run checkpointing at every evaluation gets two SIGTERMs 10 ms apart: whichever moment they hit,
+    every seed's last.pt is at one iteration, no temporary file stays, and the eight resume together."""
+    proc = start(*FLAGS, "--seeds", "0-7", "--max_iter", "10000000", "--show_iter", "10", "--checkpoint_minutes", "0",
+                 "--out_dir", str(tmp_path), "--name", "eight")
+    wait_for_line(proc, "run folder:")
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    folders = [tmp_path / f"eight_seed{s}" for s in range(8)]
+    reached = {torch.load(f / "checkpoints" / "last.pt", weights_only=True)["iteration"] for f in folders}
+    assert len(reached) == 1, reached
+    assert list(tmp_path.rglob("*.tmp")) == []
+    res = run_script(SCRIPT, "--load", *map(str, folders), "--max_iter", str(reached.pop() + 20))
+    assert res.returncode == 0, res.stderr
