@@ -200,7 +200,13 @@ def submit_to_slurm(a: argparse.Namespace, recipe: str, methods: list[str], out_
     array = jobs[0].job_id.split("_")[0]
     print(f"submitted SLURM array {array}: {len(jobs)} tasks ({', '.join(job for _, job, _ in blocks)}); follow "
           f"with: squeue -j {array}; logs in {log_dir}/", flush=True)
-    return slurm_wait(jobs, tasks) if a.wait else 0
+    if not a.wait:
+        return 0
+    try:
+        return slurm_wait(jobs, tasks)
+    except interrupt.Interrupted as stop:
+        print(f"{stop.name}: stopped waiting; the array runs on (squeue -j {array}, scancel {array})", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
 
 
 @exit_on_usage_error
