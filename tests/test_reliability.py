@@ -221,13 +221,15 @@ def test_run_grid_again_into_the_same_folder_is_refused_with_the_command_that_co
 
 
 @linux_only
-def test_two_quick_sigterms_leave_every_seed_at_one_iteration(tmp_path):
-    """An 8-seed run checkpointing at every evaluation gets two SIGTERMs 10 ms apart: whichever moment they hit,
-    every seed's last.pt is at one iteration, no temporary file stays, and the eight resume together."""
+@pytest.mark.parametrize("after", [0.0, 1.5])
+def test_two_quick_sigterms_leave_every_seed_at_one_iteration(tmp_path, after):
+    """An 8-seed run checkpointing at every evaluation gets two SIGTERMs 10 ms apart, ``after`` seconds after its
+    run folders exist (0: before their first checkpoint): every seed's last.pt is at one iteration, no temporary
+    file stays, and the eight resume together."""
     proc = start(*FLAGS, "--seeds", "0-7", "--max_iter", "10000000", "--show_iter", "10", "--checkpoint_minutes", "0",
                  "--out_dir", str(tmp_path), "--name", "eight")
     wait_for_line(proc, "run folder:")
-    time.sleep(1.5)
+    time.sleep(after)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)

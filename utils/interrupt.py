@@ -9,8 +9,9 @@ Three phases, one handler:
    program is; whoever made run folders removes the new ones on the way out (``utils.run_io.open_run_folders``),
    and the entry point turns it into one line and exit 128 + its number.
 3. While the loop trains (``StopSignals``), the first signal only asks the loop to save and stop after the current
-   iteration; a second one exits at once, except inside ``deferred()`` (a checkpoint write of every seed), which it
-   lets finish first, so every seed's last.pt stays at one iteration and no temporary file is left.
+   iteration; a second one exits at once, except inside ``deferred()`` (a checkpoint write of every seed, and a new
+   run's start until its first checkpoint), which it lets finish first, so every seed's last.pt stays at one
+   iteration, no temporary file is left and no run folder lacks a checkpoint.
 
 Standard library only, so that importing it costs nothing.
 """

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.interrupt import StopSignals
+from utils.interrupt import StopSignals, deferred
 from utils.metrics import SampleEvaluator
 from utils.plotting import PlotWorker, plot_metrics
 from utils.registry import make_target
@@ -44,21 +44,23 @@ def run_training(build: BuildFn, flags: Flags, script: str, run_prefix: str) -> 
     trainer = build_trainer(build, f, flags.seeds, device, target)
     run_iteration = prepare(trainer, f.mode)
     clock = restore(trainer, flags.checkpoints, f.max_iter) if flags.checkpoints else Clock()
-    # From here on a stop signal saves every seed and exits (before, nothing is written: utils/interrupt.py).
+    # From here on a stop signal saves every seed and exits (before, nothing is written: utils/interrupt.py); a
+    # second one waits until every new run folder has its first checkpoint, so no folder is left without one.
     stop, loop, runs = StopSignals(), None, []
     try:
-        runs = open_run_folders(f, flags.seeds, flags.checkpoints, script, run_prefix, device, SEGMENT_KEYS)
-        evaluator, plotter = SampleEvaluator(target, f.eval_samples, seed=REFERENCE_SET_SEED), PlotWorker()
-        where = runs[0].run_dir if len(runs) == 1 else f"{len(runs)} folders, {runs[0].run_dir} ..."
-        print(f"run folder: {where}  (device {device}, {MODE_NAMES[run_mode(f.mode, device)]}"
-              f"{f', {len(runs)} vectorised seeds' if len(runs) > 1 else ''})", file=sys.stderr)
-        for note in trainer.method.notes:
-            print(note, file=sys.stderr)
-        loop = Loop(trainer, runs, clock, target, evaluator, plotter, f, progress_bar(f, clock, runs))
+        with deferred():
+            runs = open_run_folders(f, flags.seeds, flags.checkpoints, script, run_prefix, device, SEGMENT_KEYS)
+            evaluator, plotter = SampleEvaluator(target, f.eval_samples, seed=REFERENCE_SET_SEED), PlotWorker()
+            where = runs[0].run_dir if len(runs) == 1 else f"{len(runs)} folders, {runs[0].run_dir} ..."
+            print(f"run folder: {where}  (device {device}, {MODE_NAMES[run_mode(f.mode, device)]}"
+                  f"{f', {len(runs)} vectorised seeds' if len(runs) > 1 else ''})", file=sys.stderr)
+            for note in trainer.method.notes:
+                print(note, file=sys.stderr)
+            loop = Loop(trainer, runs, clock, target, evaluator, plotter, f, progress_bar(f, clock, runs))
+            if not flags.checkpoints:
+                loop.evaluate(0, final=False)
 
         # Train: one iteration at a time; evaluate, log and checkpoint every --show_iter iterations.
-        if not flags.checkpoints:
-            loop.evaluate(0, final=False)
         t_train, power = time.perf_counter(), None
         for it in range(clock.iteration, f.max_iter):
             if stop.signal:  # SIGINT / SIGTERM: save this iteration's state, then exit
