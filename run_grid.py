@@ -69,7 +69,8 @@ def job_folders(method: str, seeds: str, out_dir: Path) -> list[Path]:
 
 
 def reached(folders: list[Path], max_iter: int) -> bool:
-    """Whether every folder's metrics.csv has a row at ``max_iter`` (a run that finished before it was killed)."""
+    """Whether every folder has reached ``max_iter`` (``reached_iteration``: a run that finished before it was
+    killed)."""
     from utils.run_io import reached_iteration
     return all(f.is_dir() and reached_iteration(f) >= max_iter for f in folders)
 
@@ -135,14 +136,14 @@ def visible_gpus() -> list[str]:
 
 
 def run_jobs(jobs: list[tuple[str, list[str]]], gpus: list[str], log_dir: Path,
-             finished=lambda job: False) -> dict[str, str]:
+             finished=lambda job: False) -> dict[str, tuple[str, int]]:
     """Run jobs, at most one per GPU at a time (or one at a time on the CPU), each appending to its log. SIGINT or
     SIGTERM is passed on to the running jobs (which save and exit) and no further job starts. Returns each job's
-    state (``job_state``; ``finished(job)`` says whether its runs reached --max_iter)."""
+    state (``job_state``; ``finished(job)`` says whether its runs reached --max_iter) and exit code."""
     todo: queue.Queue = queue.Queue()
     for job in jobs:
         todo.put(job)
-    codes: dict[str, int] = {}
+    codes: dict[str, tuple[str, int]] = {}
     running: dict[str, subprocess.Popen] = {}
     stopping = threading.Event()
 
@@ -171,9 +172,9 @@ def run_jobs(jobs: list[tuple[str, list[str]]], gpus: list[str], log_dir: Path,
                     running[method].send_signal(signal.SIGTERM)
                 code = running[method].wait()
                 del running[method]
-            codes[method] = job_state(code, code < 0 and finished(method))
+            codes[method] = job_state(code, code < 0 and finished(method)), code
             how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
-            print(f"{codes[method]} {method} ({how}, {(time.time() - start) / 60:.1f} min)", flush=True)
+            print(f"{codes[method][0]} {method} ({how}, {(time.time() - start) / 60:.1f} min)", flush=True)
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -188,17 +189,16 @@ def run_jobs(jobs: list[tuple[str, list[str]]], gpus: list[str], log_dir: Path,
     return codes
 
 
-def submit_to_slurm(a: argparse.Namespace, recipe: str, methods: list[str], out_dir: Path, extra: list[str],
-                    options: SlurmOptions) -> int:
-    """The grid as one SLURM job array (utils/slurm.py): one task per method and seed block, logs in
-    out_dir/logs/<array>_<task>/. Prints the array's id and how to follow it; with --wait blocks until it ends."""
-    blocks = [(m, job, job_seeds) for m in methods for job, job_seeds in seed_jobs(m, a.seeds, a.seeds_per_job)]
-    tasks = [GridTask(recipe, m, job_seeds, a.max_iter, str(out_dir.resolve()), extra) for m, _, job_seeds in blocks]
+def submit_to_slurm(a: argparse.Namespace, recipe: str, blocks: list[tuple[str, str, str]], out_dir: Path,
+                    extra: list[str], options: SlurmOptions) -> int:
+    """The grid as one SLURM job array (utils/slurm.py): one task per (job, method, seeds) block, logs in
+    out_dir/logs/. Prints the array's id and how to follow it; with --wait blocks until it ends."""
+    tasks = [GridTask(recipe, m, job_seeds, a.max_iter, str(out_dir.resolve()), extra) for _, m, job_seeds in blocks]
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     jobs = slurm_submit(tasks, log_dir.resolve(), options, f"vardiu-{recipe}")
     array = jobs[0].job_id.split("_")[0]
-    print(f"submitted SLURM array {array}: {len(jobs)} tasks ({', '.join(job for _, job, _ in blocks)}); follow "
+    print(f"submitted SLURM array {array}: {len(jobs)} tasks ({', '.join(job for job, _, _ in blocks)}); follow "
           f"with: squeue -j {array}; logs in {log_dir}/", flush=True)
     if not a.wait:
         return 0
@@ -278,14 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     gpus = parse_gpus(a.gpus, os.environ.get("CUDA_VISIBLE_DEVICES")) if a.launcher == "local" else []
     validate_output_folder(a.out_dir)
     out_dir = Path(a.out_dir) / recipe
-    existing = [str(f) for m in methods for f in job_folders(m, a.seeds, out_dir) if f.exists()]
+    blocks = [(job, m, job_seeds) for m in methods for job, job_seeds in seed_jobs(m, a.seeds, a.seeds_per_job)]
+    folders = {job: job_folders(m, job_seeds, out_dir) for job, m, job_seeds in blocks}
+    existing = [str(f) for paths in folders.values() for f in paths if f.exists()]
     if existing and not a.resume:
         raise UsageError(f"{out_dir} already holds run folders of this grid ({', '.join(existing[:3])}"
                          f"{', ...' if len(existing) > 3 else ''}); continue them with: "
                          f"{shlex.join(['python', 'run_grid.py', *argv, '--resume', *(['--', *extra] if extra else [])])}"
                          " (or pass another --out_dir)")
     commands = {job: job_command(recipe, m, job_seeds, a.max_iter, out_dir, extra, a.resume)
-                for m in methods for job, job_seeds in seed_jobs(m, a.seeds, a.seeds_per_job)}
+                for job, m, job_seeds in blocks}
     for job in [j for j, cmd in commands.items() if cmd is None]:
         print(f"{job}: already at --max_iter {a.max_iter}; nothing to do")
     jobs = [(m, cmd) for m, cmd in commands.items() if cmd is not None]
@@ -296,19 +298,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{gpu}{shlex.join(cmd)}")
         return 0
     if a.launcher == "slurm":
-        return submit_to_slurm(a, recipe, methods, out_dir, extra, slurm_options)
+        return submit_to_slurm(a, recipe, blocks, out_dir, extra, slurm_options)
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    seeds_of = {job: job_seeds for m in methods for job, job_seeds in seed_jobs(m, a.seeds, a.seeds_per_job)}
-    method_of = {job: m for m in methods for job, _ in seed_jobs(m, a.seeds, a.seeds_per_job)}
-    codes = run_jobs(jobs, gpus, log_dir,
-                     lambda job: reached(job_folders(method_of[job], seeds_of[job], out_dir), a.max_iter))
-    stopped = sorted(m for m, c in codes.items() if c == "stopped")
+    codes = run_jobs(jobs, gpus, log_dir, lambda job: reached(folders[job], a.max_iter))
+    stopped = sorted(m for m, (state, _) in codes.items() if state == "stopped")
     if stopped:
         print(f"stopped by a signal: {', '.join(stopped)}; continue with the same command and --resume",
               file=sys.stderr)
-        return 143
-    failed = sorted(m for m, c in codes.items() if c == "FAILED")
+        return max([codes[m][1] for m in stopped if codes[m][1] > 0], default=143)  # 130 / 143 as the jobs said
+    failed = sorted(m for m, (state, _) in codes.items() if state == "FAILED")
     if failed:
         print(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} (see {log_dir})", file=sys.stderr)
         return 1

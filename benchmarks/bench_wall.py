@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from utils.cli import UsageError, exit_on_usage_error
 from utils.recipes import RECIPES
-from utils.run_io import read_metric_rows, run_folder_name, write_result
+from utils.run_io import device_name, read_metric_rows, run_folder_name, write_result
 
 METHODS = {  # the paper recipe's true-score rows
     "vardiu_gaussian": RECIPES["paper"]["vardiu_gaussian_true"],
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if a.iters < 2000 or a.iters % 1000:
         raise UsageError(f"--iters must be a multiple of 1000 and at least 2000, got {a.iters}")
     import torch
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    device = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"device: {device}, torch {torch.__version__}")
     print("| method | seeds | mode | ms / iteration (with evaluation) | train ms / iteration | process s |")
     print("|---|---|---|---|---|---|")

@@ -23,7 +23,7 @@ from benchmarks.bench_wall import ms_per_iteration
 from run_grid import job_command, seed_jobs
 from utils.cli import UsageError, exit_on_usage_error
 from utils.recipes import RECIPES
-from utils.run_io import write_result
+from utils.run_io import device_name, write_result
 from utils.seeds import parse_seeds
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not 0 < a.start < a.iters or a.max_iter <= 0:
         raise UsageError(f"need 0 < --start < --iters and --max_iter > 0, got {a.start}, {a.iters}, {a.max_iter}")
     import torch
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    device = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"recipe {a.recipe}, device {device}, torch {torch.__version__}, priced at {a.max_iter:,} iterations")
     print("| job | seeds | ms / iteration (with evaluation) | GPU-hours |")
     print("|---|---|---|---|")

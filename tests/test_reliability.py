@@ -202,10 +202,10 @@ def test_run_grid_killed_job_that_had_finished_is_done(tmp_path, monkeypatch):
     out = tmp_path / "paper"
     state = run_grid.run_jobs([("vardiu_gaussian_true", ["true"])], [], out / "logs",
                               lambda job: run_grid.reached(run_grid.job_folders(job, "0", out), 20))
-    assert state == {"vardiu_gaussian_true": "done"}
+    assert state == {"vardiu_gaussian_true": ("done", -15)}
     state = run_grid.run_jobs([("vardiu_gaussian_true", ["true"])], [], out / "logs",
                               lambda job: run_grid.reached(run_grid.job_folders(job, "0", out), 40))
-    assert state == {"vardiu_gaussian_true": "stopped"}
+    assert state == {"vardiu_gaussian_true": ("stopped", -15)}
 
 
 def test_run_grid_again_into_the_same_folder_is_refused_with_the_command_that_continues(tmp_path):

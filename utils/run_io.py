@@ -344,8 +344,9 @@ def release_run_folders(runs: list[SeedRun]) -> None:
             run.lock = None
 
 
-def reached_iteration(run_dir: Path) -> int:
-    """The furthest iteration a run folder records: its last metrics row or its last.pt, whichever is later."""
+def reached_iteration(run_dir: Path, last_pt_iteration: int | None = None) -> int:
+    """The furthest iteration a run folder records: its last metrics row or its last.pt, whichever is later
+    (``last_pt_iteration``: last.pt's iteration when the caller has loaded it already)."""
     reached = 0
     try:
         rows = read_metric_rows(run_dir / "metrics.csv")
@@ -353,7 +354,9 @@ def reached_iteration(run_dir: Path) -> int:
     except (OSError, ValueError, KeyError, UsageError):
         pass
     last = run_dir / "checkpoints" / "last.pt"
-    if last.is_file():
+    if last_pt_iteration is not None:
+        reached = max(reached, last_pt_iteration)
+    elif last.is_file():
         try:
             reached = max(reached, int(torch.load(last, map_location="cpu", weights_only=True)["iteration"]))
         except Exception:  # a damaged last.pt: the rows decide
@@ -364,7 +367,9 @@ def reached_iteration(run_dir: Path) -> int:
 def check_rewind(path: Path, state: dict, run_dir: Path, rewind: bool) -> None:
     """Resuming ``run_dir`` from checkpoint ``path`` older than what the folder has reached drops the later rows:
     refused (UsageError) unless ``rewind``, which says what it cuts."""
-    reached, at = reached_iteration(run_dir), int(state["iteration"])
+    at = int(state["iteration"])
+    is_last = path.resolve() == (run_dir / "checkpoints" / "last.pt").resolve()  # then it is loaded already
+    reached = reached_iteration(run_dir, at if is_last else None)
     if at >= reached:
         return
     if not rewind:

@@ -13,6 +13,7 @@ submitit is optional (``pip install submitit``); without it ``--launcher slurm``
 """
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -83,8 +84,7 @@ class GridTask:
             process.send_signal(signal.SIGTERM)
             wait_for(process)
         submitit = require_submitit()
-        return submitit.helpers.DelayedSubmission(GridTask(self.recipe, self.method, self.seeds, self.max_iter,
-                                                           self.out_dir, list(self.extra)))
+        return submitit.helpers.DelayedSubmission(dataclasses.replace(self))  # a fresh task: no process yet
 
 
 @dataclass(frozen=True)
