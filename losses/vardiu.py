@@ -11,15 +11,25 @@ and the surrogate
 
 has autograd gradients  dL/dphi = -E[w grad_phi log q]  and
 dL/dtheta = -E[w (grad_{x_t} log q + s_d)^T dg/dtheta], the unbiased gradients of U.
-Every function here is free of host synchronisations (no .item(), no validating distributions).
+With K >= 1 extra draws z_1..z_K ~ q_phi(. | x_t, sigma) per x_t (``iw_samples``), the generator follows the
+tighter K-sample bound (docs/method.md, section 2)
+
+    U_K = E w(sigma) [ log (1/(K+1)) sum_{k=0..K} p(z_k) N(x_t; g_theta(z_k), sigma^2 I) / q_phi(z_k | x_t, sigma)
+                       - log p_d(x_t | sigma) ],     DKL <= U_K <= U_{K-1} <= ... <= U_0 = U,
+
+(z_0 = z, the draw that made x_t, is an exact posterior sample), and the posterior keeps its maximum-likelihood
+objective on z_0. Every function here is free of host synchronisations (no .item(), no validating distributions).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import math
+
 import torch
 import torch.nn as nn
+from torch.func import functional_call
 
 from losses.noise import NoiseBatch, NoiseSampler, WeightFn
 from models.networks import LOG_2PI, diagonal_normal_log_prob
@@ -60,9 +70,35 @@ def vardiu_bound_terms(noise: NoiseBatch, log_q: torch.Tensor, log_p_target: tor
     return log_prior + log_noise - log_q - log_p_target
 
 
+def frozen(module: nn.Module, *args: torch.Tensor):
+    """``module(*args)`` with its parameters detached: gradients reach the inputs, not the parameters."""
+    return functional_call(module, {name: p.detach() for name, p in module.named_parameters()}, args)
+
+
+def importance_log_weights(generator: nn.Module, posterior: nn.Module, noise: NoiseBatch, x0: torch.Tensor,
+                           x_t: torch.Tensor, k: int) -> torch.Tensor:
+    """log w_j = log p(z_j) + log N(x_t; g(z_j), sigma^2 I) - log q_phi(z_j | x_t, sigma) for j = 0..k: [k + 1, B].
+
+    z_0 = noise.z made x_t (x0 = g(z_0)); z_1..z_k are reparameterised draws from q_phi(. | x_t, sigma), so each
+    weight is differentiable in theta through x_t, through the draws and through g(z_j). The posterior's parameters
+    are detached here (``frozen``): only the generator follows U_k. The posterior's ``log_prob_and_draw(z, x_t,
+    sigma)`` runs once over the k + 1 copies of the batch; the first copy's draw is not used."""
+    b, d = x_t.shape
+    sigma = noise.sigma.repeat(k + 1)
+    x_rep = x_t.repeat(k + 1, 1)
+    z_in = torch.cat([noise.z, torch.zeros(k * b, d, device=x_t.device, dtype=x_t.dtype)])
+    log_q_given, draws, log_q_draws = frozen(posterior, z_in, x_rep, sigma)
+    z = torch.cat([noise.z, draws[b:]])
+    log_q = torch.cat([log_q_given[:b], log_q_draws[b:]])
+    x_z = torch.cat([x0, generator(draws[b:])])
+    # log N(x_t; g(z_j), sigma^2 I); for j = 0, x_t - g(z_0) = sigma eps carries no gradient
+    log_lik = -0.5 * ((x_rep - x_z) / sigma.unsqueeze(-1)).pow(2).sum(-1) - d * torch.log(sigma) - 0.5 * d * LOG_2PI
+    return (diagonal_normal_log_prob(z) + log_lik - log_q).reshape(k + 1, b)
+
+
 def vardiu_loss(generator: nn.Module, posterior: nn.Module, noise: NoiseBatch, target_score: ScoreFn,
                 weight: WeightFn, target_log_prob: Optional[LogProbFn] = None, control_variate: bool = False,
-                reduction: str = "sample") -> LossOutput:
+                reduction: str = "sample", iw_samples: int = 0) -> LossOutput:
     """The VarDiU surrogate for one batch.
 
     Args:
@@ -78,21 +114,34 @@ def vardiu_loss(generator: nn.Module, posterior: nn.Module, noise: NoiseBatch, t
             cancels the -eps / sigma that grad_{x_t} log q carries); with a poor posterior it can raise it.
         reduction: how the weights meet the per-sample terms (``weighted_mean``): ``sample`` (the paper) or
             ``batch`` (the authors' code, -mean(w) * mean(L)); the bound's value is reduced the same way.
+        iw_samples: K. 0: the bound U above. K >= 1: the generator's surrogate is
+            mean(w * [logsumexp_j log w_j - stopgrad(s_d) . x0]) (``importance_log_weights``), whose theta-gradient
+            is that of U_K; the posterior's is -mean(w * log q_phi(z | stopgrad(x_t), sigma)), maximum likelihood as
+            for K = 0; the bound's value is U_K's. The posterior must have ``log_prob_and_draw`` with
+            reparameterised draws.
     """
     x0 = generator(noise.z)
     sigma = noise.sigma
     x_t = x0 + sigma.unsqueeze(-1) * noise.eps
     w = weight(sigma)
-    log_q = posterior.log_prob(noise.z, x_t, sigma)
     with torch.no_grad():
         score = target_score(x_t.detach(), sigma)
         if control_variate:
             score = score + noise.eps / sigma.unsqueeze(-1)
-    loss = -weighted_mean(w, log_q + (score * x0).sum(-1), reduction)
+    if iw_samples == 0:
+        log_q = posterior.log_prob(noise.z, x_t, sigma)
+        loss = -weighted_mean(w, log_q + (score * x0).sum(-1), reduction)
+    else:
+        log_avg = torch.logsumexp(importance_log_weights(generator, posterior, noise, x0, x_t, iw_samples), 0)
+        log_avg = log_avg - math.log(iw_samples + 1)
+        log_q = posterior.log_prob(noise.z, x_t.detach(), sigma)
+        loss = weighted_mean(w, log_avg - (score * x0).sum(-1), reduction) - weighted_mean(w, log_q, reduction)
     bound = None
     if target_log_prob is not None:
         with torch.no_grad():
-            terms = vardiu_bound_terms(noise, log_q.detach(), target_log_prob(x_t.detach(), sigma))
+            log_p_target = target_log_prob(x_t.detach(), sigma)
+            terms = (vardiu_bound_terms(noise, log_q.detach(), log_p_target) if iw_samples == 0
+                     else log_avg.detach() - log_p_target)
             bound = weighted_mean(w, terms, reduction)
     return LossOutput(loss, bound)
 
@@ -109,6 +158,7 @@ class VarDiULoss:
     target_log_prob: Optional[LogProbFn] = None
     control_variate: bool = False
     reduction: str = "sample"
+    iw_samples: int = 0
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -118,5 +168,5 @@ class VarDiULoss:
     def __call__(self, nets: dict[str, nn.Module], power: torch.Tensor) -> dict[str, torch.Tensor]:
         generator, posterior = nets["generator"], nets["posterior"]
         out = vardiu_loss(generator, posterior, self.noise.draw(generator.dim, power), self.target_score,
-                          self.weight, self.target_log_prob, self.control_variate, self.reduction)
+                          self.weight, self.target_log_prob, self.control_variate, self.reduction, self.iw_samples)
         return {"loss": out.loss} if out.bound is None else {"loss": out.loss, "bound": out.bound}

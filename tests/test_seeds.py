@@ -84,6 +84,7 @@ def seed_slice_of_draws(k: int, num_seeds: int):
 
 
 @pytest.mark.parametrize("module,flags", [(train_upper_diffusion, ["--true_score"]),
+                                          (train_upper_diffusion, ["--true_score", "--iw_samples", "3"]),
                                           (train_diff_instruct, ["--true_score", "--score_step", "2",
                                                                  "--width", "400", "--depth", "4"])])
 def test_each_seed_of_a_vectorised_step_is_a_single_seed_step(module, flags):

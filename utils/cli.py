@@ -160,6 +160,11 @@ def add_vardiu_flags(parser: argparse.ArgumentParser) -> None:
                    help="scale the posterior's inputs by their noise-dependent spread (x_t / sqrt(s^2 + sigma^2), "
                         "log(sigma) / 4, s the target's spread) and its outputs to a linear generator's exact "
                         "posterior: stable at any --sigma_max and --dim (off: the authors' posterior, the paper recipe)")
+    g.add_argument("--iw_samples", type=int, default=0, metavar="K",
+                   help="K extra posterior draws per x_t: the generator follows the tighter K-sample bound U_K "
+                        "(importance weights p(z) N(x_t; g(z), sigma^2) / q(z | x_t)), the posterior keeps its "
+                        "maximum-likelihood loss; about K + 1 times the generator's cost. 0 (default): the paper's "
+                        "bound. Gaussian and NSF posteriors only")
     g.add_argument("--weight_reduction", default="sample", choices=WEIGHT_REDUCTIONS,
                    help="sample: loss -mean(w * L), each sample weighted by its own w(sigma) (the paper); batch: "
                         "-mean(w) * mean(L), what the authors' scripts compute (their [B, 1] weight broadcasts "
@@ -217,6 +222,11 @@ def validate_training_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--time_limit must be 0 (none) or positive minutes, got {args.time_limit}")
     if getattr(args, "power_step", 0) < 0:
         raise UsageError(f"--power_step must be 0 or positive, got {args.power_step}")
+    if getattr(args, "iw_samples", 0) < 0:
+        raise UsageError(f"--iw_samples must be 0 (the paper's bound) or a positive integer, got {args.iw_samples}")
+    if getattr(args, "iw_samples", 0) and "PLF" in (getattr(args, "flow_type", None), getattr(args, "posterior", None)):
+        raise UsageError("--iw_samples needs reparameterised posterior draws, and the planar flow (PLF) inverts by "
+                         "bisection; use --flow_type NSF or train_upper_diffusion.py")
     if args.sigma_min >= args.sigma_max:
         raise UsageError(f"--sigma_min ({args.sigma_min}) must be smaller than --sigma_max ({args.sigma_max})")
     if args.grad_clip < 0:

@@ -36,7 +36,8 @@ def vardiu_method(generator: nn.Module, posterior: nn.Module, flags: argparse.Na
     """VarDiU: one update of generator and posterior per iteration on the surrogate of ``losses.vardiu``."""
     loss = VarDiULoss(noise_sampler(flags, device), make_weight(flags.weight, flags.sigma_max),
                       score_source(flags, target, device), target.log_prob,
-                      use_control_variate(flags.control_variate, flags.true_score), flags.weight_reduction)
+                      use_control_variate(flags.control_variate, flags.true_score), flags.weight_reduction,
+                      flags.iw_samples)
     return Method(networks={"generator": generator, "posterior": posterior},
                   learning_rates={"generator": flags.lr, "posterior": flags.posterior_lr or flags.lr},
                   updates=[Update(loss, ("generator", "posterior"), objective="loss")],
