@@ -411,6 +411,23 @@ def speed_table() -> str:
     return "\n".join(lines + [""] + commands)
 
 
+def grid_cost_table() -> str:
+    """benchmarks/results/grid_cost_*.json (benchmarks/grid_cost.py): per recipe, each job's measured ms per
+    iteration and its GPU-hours at the recipe's --max_iter, the total, and the command, card, torch and date."""
+    out = []
+    for path in sorted((ROOT / "benchmarks" / "results").glob("grid_cost_*.json")):
+        data = json.loads(path.read_text())
+        out += [f"Recipe `{data['recipe']}`, priced at {data['max_iter']:,} iterations: {data['device']}, torch "
+                f"{data['torch']}, {data.get('date', 'undated')}; `{data['command']}` (`{path.name}`)", "",
+                "| job | seeds | ms / iteration | of it training | GPU-hours |", "|---|---|---|---|---|"]
+        for r in data["rows"]:
+            out.append(f"| {r['job']} | {r['seeds']} | failed: {r['failed']} | | |" if "failed" in r else
+                       f"| {r['job']} | {r['seeds']} | {r['ms_per_it']:.3f} | {r['train_ms_per_it']:.3f} | "
+                       f"{r['gpu_hours']:.2f} |")
+        out += [f"| total | | | | {data['gpu_hours']:.2f} |", ""]
+    return "\n".join(out)
+
+
 def demo_line() -> str:
     """The committed run of scripts/demo.sh (results/demo/demo): where it ends, on what."""
     run = results_run("demo/demo")
@@ -484,6 +501,34 @@ def highdim_stages(folder: str, runs: list[tuple[str, str]], iterations: tuple[i
     return "\n".join(lines)
 
 
+HIGHDIM_IW = [  # folders under results/highdim
+    ("d8_schedule/gauss_d8_s150_slow", "VarDiU Gaussian, K = 0 (the paper's bound)", "shared by 4"),
+    ("d8_iw/gauss_d8_s150_slow_iw2", "VarDiU Gaussian, `--iw_samples 2`", "shared by 2"),
+    ("d8_iw/gauss_d8_s150_slow_iw8", "VarDiU Gaussian, `--iw_samples 8`", "alone"),
+    ("d8_schedule/gauss_d8_s150_slow_b8k", "VarDiU Gaussian, K = 0, `--batch_size 8192`", "shared by 4"),
+    ("d8_schedule/di1_d8_s150_slow", "Diff-Instruct score_step 1", "shared by 4"),
+]
+HIGHDIM_IW_STAGES = (4_000, 12_000, 20_000, 30_000, 40_000, 55_000)
+
+
+def highdim_iw_stages(runs: list[tuple[str, str, str]], iterations: tuple[int, ...]) -> str:
+    """Per run (results/highdim/<folder/name>) and iteration: energy distance / mode-weight error / modes, mean
+    over the seeds that reached it; then the training milliseconds per iteration (train_time / iteration at each
+    seed's last evaluation, mean over seeds) and how the run shared the GPU."""
+    lines = ["| run | " + " | ".join(f"{it // 1000}k" for it in iterations) + " | training ms / iteration (GPU) |",
+             "|" + "---|" * (2 + len(iterations))]
+    for name, label, sharing in runs:
+        seeds = seed_rows("highdim", name)
+        cells = []
+        for it in iterations:
+            at = [r for rows in seeds for r in rows if int(r["iteration"]) == it]
+            cells.append(" / ".join(f"{np.mean([float(r[key]) for r in at]):.{digits}f}"
+                                    for key, digits in (("energy", 1), ("mode_tv", 2), ("modes", 1))) if at else "")
+        ms = np.mean([1000 * float(rows[-1]["train_time"]) / int(rows[-1]["iteration"]) for rows in seeds])
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ms:.1f} ({sharing}) |")
+    return "\n".join(lines)
+
+
 def gap_table(probes: list[tuple[str, str]]) -> str:
     """experiments/bound_gap.py results: per noise level and probe, gap in nats (gap gradient / KL gradient, ess)."""
     found = [(json.loads((RESULTS / "highdim" / "gap" / f"{name}.json").read_text()), label) for name, label in probes]
@@ -510,12 +555,15 @@ BLOCKS = {
     "teacher-study-table": lambda: summary_table(TEACHER_STUDY_ROWS, 10, (100_000, 200_000, 300_000, 500_000)),
     "teacher-rows-table": lambda: summary_table(TEACHER_ROWS, 50),
     "speed-table": speed_table,
+    "grid-cost-table": grid_cost_table,
     "run-index": run_index_tables,
     "demo-line": demo_line,
     "highdim-pilot-table": lambda: highdim_table("highdim/pilot", HIGHDIM_PILOT),
     "highdim-d8-table": lambda: highdim_table("highdim/d8_schedule", HIGHDIM_D8),
     "highdim-d8-stages": lambda: highdim_stages("highdim/d8_schedule", HIGHDIM_D8, HIGHDIM_D8_STAGES),
     "highdim-gap-table": lambda: gap_table(GAP_PROBES),
+    "highdim-iw-table": lambda: highdim_table("highdim", [(name, label) for name, label, _ in HIGHDIM_IW]),
+    "highdim-iw-stages": lambda: highdim_iw_stages(HIGHDIM_IW, HIGHDIM_IW_STAGES),
     "equality-table": lambda: summary_table(EQUALITY_ROWS, 10),
     "authors-teacher-trajectory": lambda: trajectory_table(
         [Row("authors_teacher", "vardiu_gaussian_teacher", "`paper` recipe, the authors' teacher"),

@@ -78,7 +78,8 @@ def write_result(path: str | Path, script: str, argv: list[str] | None, result: 
     """Write a benchmark's or experiment's ``result`` as JSON to ``path`` (folders made as needed), headed by the
     command that produced it (``python <script>`` and ``argv``, by default this process's arguments), and say so.
     Returns what was written."""
-    result = {"command": " ".join(["python", script, *(sys.argv[1:] if argv is None else argv)]), **result}
+    result = {"command": " ".join(["python", script, *(sys.argv[1:] if argv is None else argv)]),
+              "date": time.strftime("%Y-%m-%d", time.gmtime()), **result}
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
