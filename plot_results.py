@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import re
@@ -92,9 +93,21 @@ def warn(message: str) -> None:
 NOT_DEFINING = PER_SEED_CONFIG | set(SEGMENT_KEYS) | {"seeds", "out_dir", "recipe", "end", "script", "device_resolved"}
 
 
+@functools.lru_cache(maxsize=None)
+def script_defaults(script: str) -> dict:
+    """The flag defaults of a training script ({} for a script this repository does not have)."""
+    from utils.registry import entry_script
+    try:
+        return vars(entry_script(script).build_parser().parse_args([]))
+    except (ImportError, ValueError, SystemExit):
+        return {}
+
+
 def defining_flags(config: dict) -> dict:
     """The entries of a run's config.json that define its method: every flag but the seed, the output and the
-    flags a resume may change (only the seed may differ between the runs averaged as one method)."""
+    flags a resume may change (only the seed may differ between the runs averaged as one method). A flag newer
+    than the run (absent from its config) counts at its default, which is what the run trained with."""
+    config = {**script_defaults(str(config.get("script", ""))), **config}
     return {k: v for k, v in config.items() if k not in NOT_DEFINING}
 
 

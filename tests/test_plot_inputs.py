@@ -42,6 +42,18 @@ def test_runs_that_differ_in_a_flag_are_shown_apart_naming_it(tmp_path):
     assert float(rows["VarDiU Gaussian* (lr=0.0003)"]["logpd_mean"]) == pytest.approx(-9.0)
 
 
+def test_a_flag_newer_than_a_run_counts_at_its_default(tmp_path):
+    """A run written before --iw_samples existed groups with a run at --iw_samples 0, not with one at 8."""
+    fake_our_run(tmp_path / "old", "vardiu_gaussian_true", 0, [-7.0] * 3, [-6.0] * 3)
+    with_flags(fake_our_run(tmp_path / "new", "vardiu_gaussian_true", 1, [-7.0] * 3, [-6.0] * 3), iw_samples=0)
+    with_flags(fake_our_run(tmp_path / "iw", "vardiu_gaussian_true", 2, [-9.0] * 3, [-4.0] * 3), iw_samples=8)
+    out = tmp_path / "out"
+    plot_results.main([str(tmp_path / p) for p in ("old", "new", "iw")] + ["--out", str(out), "--last", "2"])
+    rows = summary(out)
+    assert set(rows) == {"VarDiU Gaussian* (iw_samples=0)", "VarDiU Gaussian* (iw_samples=8)"}, set(rows)
+    assert rows["VarDiU Gaussian* (iw_samples=0)"]["seeds"] == "2"
+
+
 def test_a_folder_reached_twice_and_a_repeated_seed_count_once(tmp_path, capsys):
     runs = tmp_path / "runs"
     for seed in range(2):
