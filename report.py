@@ -38,9 +38,10 @@ RESULTS = ROOT / "results"
 BEGIN = re.compile(r"<!-- generated: ([\w-]+) -->\n")
 END = "<!-- end generated -->"
 
-# Flags that say where and how a run was launched, not what it trains: left out of the reconstructed command.
+# Flags that say where and how a run was launched, not what it trains, and those command_of writes itself
+# (max_iter): left out of the flags taken from config.json.
 BOOKKEEPING = {"out_dir", "load", "time_limit", "no_progress", "device", "plot_every", "checkpoint_minutes",
-               "tensorboard", "wandb", "wandb_project", "seed", "seeds", "name", "recipe", "save_every"}
+               "tensorboard", "wandb", "wandb_project", "seed", "seeds", "name", "recipe", "save_every", "max_iter"}
 # Folders whose runs a later run replaces, and why.
 SUPERSEDED = {"superseded/first_runs": "superseded: re-run from iteration 0 (the re-run is the committed row)",
               "superseded/repeat_continuations": "superseded: a second continuation from the same checkpoint "

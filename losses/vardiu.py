@@ -22,10 +22,9 @@ objective on z_0. Every function here is free of host synchronisations (no .item
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
-
-import math
 
 import torch
 import torch.nn as nn
