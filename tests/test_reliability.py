@@ -172,6 +172,35 @@ def test_a_second_signal_during_a_checkpoint_write_waits_for_every_seed(tmp_path
     assert list(tmp_path.glob("*.tmp")) == []
 
 
+def test_two_signals_while_an_evaluation_is_logged_leave_metrics_and_checkpoint_together(tmp_path, monkeypatch):
+    """Both signals arrive while the evaluation at 100 writes its rows, with no checkpoint due (every 60 min):
+    the checkpoint is written at 100 before the exit, so each folder's last.pt stands where its metrics end and
+    --load continues without --rewind."""
+    import utils.loop as loop
+    real_log = loop.Loop.log
+
+    def log_and_signal(self, run, row, samples, plot):
+        if row["iteration"] == 100 and run.index == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_log(self, run, row, samples, plot)
+
+    monkeypatch.setattr(loop.Loop, "log", log_and_signal)
+    import train_upper_diffusion
+    with pytest.raises(SystemExit) as exc:
+        train_upper_diffusion.main([*FLAGS, "--max_iter", "200", "--show_iter", "50", "--seeds", "0,1",
+                                    "--checkpoint_minutes", "60", "--out_dir", str(tmp_path), "--name", "ev"])
+    assert exc.value.code == 143
+    monkeypatch.undo()
+    folders = [tmp_path / f"ev_seed{seed}" for seed in (0, 1)]
+    for folder in folders:
+        assert torch.load(folder / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 100
+        assert int(read_metrics(folder)[-1]["iteration"]) == 100
+    res = run_script(SCRIPT, "--load", *map(str, folders), "--max_iter", "200")
+    assert res.returncode == 0, res.stderr
+    assert [int(r["iteration"]) for r in read_metrics(folders[1])] == [0, 50, 100, 150, 200]
+
+
 def test_a_stale_temporary_checkpoint_is_removed_on_resume(finished_run):
     stale = finished_run / "checkpoints" / "last.pt.tmp"
     stale.write_bytes(b"half a checkpoint")

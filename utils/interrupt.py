@@ -107,6 +107,11 @@ def deferred() -> Iterator[None]:
             _handle(signum, None)
 
 
+def stop_requested() -> bool:
+    """Whether a stop signal has asked the training loop to save and stop."""
+    return bool(_State.loop is not None and _State.loop.signal)
+
+
 class StopSignals:
     """While a run trains: ``signal`` holds the first stop signal's number (0: none), which asks the loop to save
     and stop after the current iteration; a second one exits at once (outside ``deferred()``). ``restore`` hands

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.interrupt import StopSignals, deferred
+from utils.interrupt import StopSignals, deferred, stop_requested
 from utils.metrics import SampleEvaluator
 from utils.plotting import PlotWorker, plot_metrics
 from utils.registry import make_target
@@ -143,11 +143,15 @@ class Loop:
             last = self.runs[0].log.history[-1]["iteration"] if self.runs[0].log.history else 0
             self.record_end(f"non-finite between {last:,} and {it:,}", last)
             raise SystemExit(1)
-        for run, row, (_, samples) in zip(self.runs, rows, evaluated):
-            self.log(run, row, samples, plot=final or bool(f.plot_every and it % (f.plot_every * f.show_iter) == 0))
-        due = time.perf_counter() - clock.checkpoint_time >= 60 * f.checkpoint_minutes
-        if final or due or it == 0 or (f.save_every and it % f.save_every == 0):
-            save_run_checkpoints(trainer, self.runs, clock, it, f.save_every, rng_state(trainer.device))
+        # the rows and the checkpoint are written as one: a second stop signal waits for both, and after a first
+        # one the checkpoint is written now, so no folder's metrics run ahead of its last.pt
+        with deferred():
+            for run, row, (_, samples) in zip(self.runs, rows, evaluated):
+                self.log(run, row, samples,
+                         plot=final or bool(f.plot_every and it % (f.plot_every * f.show_iter) == 0))
+            due = time.perf_counter() - clock.checkpoint_time >= 60 * f.checkpoint_minutes
+            if final or due or it == 0 or (f.save_every and it % f.save_every == 0) or stop_requested():
+                save_run_checkpoints(trainer, self.runs, clock, it, f.save_every, rng_state(trainer.device))
         for v in trainer.sums.values():
             v.zero_()
         clock.steps = 0
