@@ -488,16 +488,22 @@ GAP_PROBES = [("fast_seed0_2000", "10x, 2k"), ("fast_seed0_4000", "10x, 4k"), ("
               ("slow_seed0_last", "paper's, 68k"), ("nsf_d8_s150_slow_seed0_last", "NSF, paper's, 26k")]
 
 
+def stage_cells(seeds: list[list[dict]], iterations: tuple[int, ...], columns: tuple[tuple[str, int], ...]) -> list[str]:
+    """Per iteration: each of ``columns`` (key, digits) as a mean over the seeds that reached it, joined by " / "
+    (blank where no seed did)."""
+    cells = []
+    for it in iterations:
+        at = [r for rows in seeds for r in rows if int(r["iteration"]) == it]
+        cells.append(" / ".join(f"{np.mean([float(r[key]) for r in at]):.{digits}f}" for key, digits in columns)
+                     if at else "")
+    return cells
+
+
 def highdim_stages(folder: str, runs: list[tuple[str, str]], iterations: tuple[int, ...]) -> str:
     """Per run and iteration: energy distance / mode-weight error, mean over the seeds that reached it."""
     lines = ["| run | " + " | ".join(f"{it // 1000}k" for it in iterations) + " |", "|" + "---|" * (1 + len(iterations))]
     for name, label in runs:
-        seeds = seed_rows(folder, name)
-        cells = []
-        for it in iterations:
-            at = [r for rows in seeds for r in rows if int(r["iteration"]) == it]
-            cells.append(f"{np.mean([float(r['energy']) for r in at]):.1f} / "
-                         f"{np.mean([float(r['mode_tv']) for r in at]):.2f}" if at else "")
+        cells = stage_cells(seed_rows(folder, name), iterations, (("energy", 1), ("mode_tv", 2)))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -520,11 +526,7 @@ def highdim_iw_stages(runs: list[tuple[str, str, str]], iterations: tuple[int, .
              "|" + "---|" * (2 + len(iterations))]
     for name, label, sharing in runs:
         seeds = seed_rows("highdim", name)
-        cells = []
-        for it in iterations:
-            at = [r for rows in seeds for r in rows if int(r["iteration"]) == it]
-            cells.append(" / ".join(f"{np.mean([float(r[key]) for r in at]):.{digits}f}"
-                                    for key, digits in (("energy", 1), ("mode_tv", 2), ("modes", 1))) if at else "")
+        cells = stage_cells(seeds, iterations, (("energy", 1), ("mode_tv", 2), ("modes", 1)))
         ms = np.mean([1000 * float(rows[-1]["train_time"]) / int(rows[-1]["iteration"]) for rows in seeds])
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {ms:.1f} ({sharing}) |")
     return "\n".join(lines)

@@ -91,7 +91,7 @@ def importance_log_weights(generator: nn.Module, posterior: nn.Module, noise: No
     log_q = torch.cat([log_q_given[:b], log_q_draws[b:]])
     x_z = torch.cat([x0, generator(draws[b:])])
     # log N(x_t; g(z_j), sigma^2 I); for j = 0, x_t - g(z_0) = sigma eps carries no gradient
-    log_lik = -0.5 * ((x_rep - x_z) / sigma.unsqueeze(-1)).pow(2).sum(-1) - d * torch.log(sigma) - 0.5 * d * LOG_2PI
+    log_lik = diagonal_normal_log_prob(x_rep, x_z, sigma.unsqueeze(-1))
     return (diagonal_normal_log_prob(z) + log_lik - log_q).reshape(k + 1, b)
 
 
