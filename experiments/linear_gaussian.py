@@ -66,14 +66,15 @@ class LinearGaussianPosterior(torch.nn.Module):
         mean, var = self.mean_var(x_t, sigma)
         return (-0.5 * (z - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)).sum(-1)
 
-    def log_prob_and_draw(self, z: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor):
-        """log q(z | x_t) [B] and a reparameterised draw z' [B, d] with its log q [B] (the posteriors' protocol for
-        ``--iw_samples``)."""
+    def log_prob_and_draws(self, z: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor, k: int):
+        """log q(z | x_t) [B] and k reparameterised draws z' [k, B, d] with their log q [k, B] (the posteriors'
+        protocol for ``--iw_samples``)."""
         mean, var = self.mean_var(x_t, sigma)
-        draw = mean + var.sqrt() * torch.randn_like(mean)
-        return self.log_prob(z, x_t, sigma), draw, self.log_prob(draw, x_t, sigma)
+        draws = mean + var.sqrt() * torch.randn(k, *mean.shape, dtype=mean.dtype, device=mean.device)
+        log_q_draws = (-0.5 * (draws - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)).sum(-1)
+        return self.log_prob(z, x_t, sigma), draws, log_q_draws
 
-    forward = log_prob_and_draw
+    forward = log_prob_and_draws
 
     def expected_gap(self, a: torch.Tensor, b: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """E_{x_t ~ p_theta} KL(p_theta(z | x_t) || q(z | x_t)) for the generator (a, b), closed form, at each

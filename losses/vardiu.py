@@ -80,18 +80,15 @@ def importance_log_weights(generator: nn.Module, posterior: nn.Module, noise: No
 
     z_0 = noise.z made x_t (x0 = g(z_0)); z_1..z_k are reparameterised draws from q_phi(. | x_t, sigma), so each
     weight is differentiable in theta through x_t, through the draws and through g(z_j). The posterior's parameters
-    are detached here (``frozen``): only the generator follows U_k. The posterior's ``log_prob_and_draw(z, x_t,
-    sigma)`` runs once over the k + 1 copies of the batch; the first copy's draw is not used."""
+    are detached here (``frozen``): only the generator follows U_k. The posterior's ``log_prob_and_draws(z, x_t,
+    sigma, k)`` conditions on each x_t once; the generator runs on the k B draws."""
     b, d = x_t.shape
-    sigma = noise.sigma.repeat(k + 1)
-    x_rep = x_t.repeat(k + 1, 1)
-    z_in = torch.cat([noise.z, torch.zeros(k * b, d, device=x_t.device, dtype=x_t.dtype)])
-    log_q_given, draws, log_q_draws = frozen(posterior, z_in, x_rep, sigma)
-    z = torch.cat([noise.z, draws[b:]])
-    log_q = torch.cat([log_q_given[:b], log_q_draws[b:]])
-    x_z = torch.cat([x0, generator(draws[b:])])
+    log_q_given, draws, log_q_draws = frozen(posterior, noise.z, x_t, noise.sigma, k)
+    z = torch.cat([noise.z, draws.reshape(k * b, d)])
+    log_q = torch.cat([log_q_given, log_q_draws.reshape(k * b)])
+    x_z = torch.cat([x0, generator(draws.reshape(k * b, d))])
     # log N(x_t; g(z_j), sigma^2 I); for j = 0, x_t - g(z_0) = sigma eps carries no gradient
-    log_lik = diagonal_normal_log_prob(x_rep, x_z, sigma.unsqueeze(-1))
+    log_lik = diagonal_normal_log_prob(x_t.repeat(k + 1, 1), x_z, noise.sigma.repeat(k + 1).unsqueeze(-1))
     return (diagonal_normal_log_prob(z) + log_lik - log_q).reshape(k + 1, b)
 
 
@@ -116,7 +113,7 @@ def vardiu_loss(generator: nn.Module, posterior: nn.Module, noise: NoiseBatch, t
         iw_samples: K. 0: the bound U above. K >= 1: the generator's surrogate is
             mean(w * [logsumexp_j log w_j - stopgrad(s_d) . x0]) (``importance_log_weights``), whose theta-gradient
             is that of U_K; the posterior's is -mean(w * log q_phi(z | stopgrad(x_t), sigma)), maximum likelihood as
-            for K = 0; the bound's value is U_K's. The posterior must have ``log_prob_and_draw`` with
+            for K = 0; the bound's value is U_K's. The posterior must have ``log_prob_and_draws`` with
             reparameterised draws.
     """
     x0 = generator(noise.z)

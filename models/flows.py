@@ -231,17 +231,20 @@ class FlowPosterior(nn.Module):
     def sample(self, x_t: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.sample_with_log_prob(x_t, sigma, generator)[0]
 
-    def log_prob_and_draw(self, z: torch.Tensor, x_t: torch.Tensor,
-                          sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """log q(z | x_t, sigma) [B], and a fresh draw z' [B, d] with log q(z' | x_t, sigma) [B], the trunk run once
-        (``losses.vardiu.importance_log_weights``). The spline flow's draws are reparameterised (differentiable in
-        x_t); planar layers invert by bisection, whose output carries no usable gradient."""
+    def log_prob_and_draws(self, z: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor,
+                           k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """log q(z | x_t, sigma) [B], and k fresh draws z' [k, B, d] with log q(z' | x_t, sigma) [k, B]; the trunk
+        runs once over the B rows, the flow over B + k B (``losses.vardiu.importance_log_weights``). The spline
+        flow's draws are reparameterised (differentiable in x_t); planar layers invert by bisection, whose output
+        carries no usable gradient."""
         mean, std, features = self._condition(x_t, sigma)
         u, logabsdet = self.transform((z - mean) / std, context=features)
         log_std = torch.log(std).sum(-1)
-        noise = torch.randn_like(mean)
-        e, inv_logabsdet = self.transform.inverse(noise, context=features)
-        return (diagonal_normal_log_prob(u) + logabsdet - log_std, mean + std * e,
-                diagonal_normal_log_prob(noise) - inv_logabsdet - log_std)
+        b, d = mean.shape
+        noise = torch.randn(k * b, d, device=mean.device, dtype=mean.dtype)
+        e, inv_logabsdet = self.transform.inverse(noise, context=features.repeat(k, 1))
+        draws = mean + std * e.reshape(k, b, d)
+        log_q_draws = (diagonal_normal_log_prob(noise) - inv_logabsdet).reshape(k, b) - log_std
+        return diagonal_normal_log_prob(u) + logabsdet - log_std, draws, log_q_draws
 
-    forward = log_prob_and_draw  # what torch.func.functional_call runs
+    forward = log_prob_and_draws  # what torch.func.functional_call runs

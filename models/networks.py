@@ -157,13 +157,13 @@ class GaussianPosterior(nn.Module):
         mean, std = self.mean_std(x_t, sigma)
         return mean + std * torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
 
-    def log_prob_and_draw(self, z: torch.Tensor, x_t: torch.Tensor,
-                          sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """log q(z | x_t, sigma) [B], and a fresh reparameterised draw z' [B, d] with log q(z' | x_t, sigma) [B],
-        from one pass of the network (``losses.vardiu.importance_log_weights``)."""
+    def log_prob_and_draws(self, z: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor,
+                           k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """log q(z | x_t, sigma) [B], and k fresh reparameterised draws z' [k, B, d] with log q(z' | x_t, sigma)
+        [k, B], from one pass of the network over the B rows (``losses.vardiu.importance_log_weights``)."""
         mean, std = self.mean_std(x_t, sigma)
-        u = torch.randn_like(mean)
+        u = torch.randn(k, *mean.shape, device=mean.device, dtype=mean.dtype)
         log_std = torch.log(std).sum(-1)
         return diagonal_normal_log_prob(z, mean, std), mean + std * u, diagonal_normal_log_prob(u) - log_std
 
-    forward = log_prob_and_draw  # what torch.func.functional_call runs
+    forward = log_prob_and_draws  # what torch.func.functional_call runs

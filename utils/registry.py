@@ -11,8 +11,8 @@ A posterior is any ``nn.Module`` with
     log_prob(z [B, d], x_t [B, d], sigma [B]) -> [B]      log q_phi(z | x_t, sigma), differentiable in z, x_t, phi
     sample(x_t [B, d], sigma [B], generator=None) -> [B, d]
 
-and, for ``--iw_samples``, ``log_prob_and_draw(z, x_t, sigma) -> (log q(z) [B], draw [B, d], log q(draw) [B])``
-with draws reparameterised (differentiable in x_t), also as ``forward`` (``losses.vardiu.importance_log_weights``),
+and, for ``--iw_samples``, ``log_prob_and_draws(z, x_t, sigma, k) -> (log q(z) [B], k draws [k, B, d], their
+log q [k, B])`` with draws reparameterised (differentiable in x_t), also as ``forward`` (``losses.vardiu.importance_log_weights``),
 
 built as ``make(dim, width, depth, **options)``. Adding one is one entry here (see the README's example).
 """
