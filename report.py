@@ -114,10 +114,11 @@ def flags_between(script: str, config: dict, given: tuple[str, ...]) -> list[str
         value = config[dest]
         if dest == "teacher_ckpt" and value and not str(value).startswith("teachers/"):
             value = Path(value).name  # a file outside the repository: where it lay is not part of the command
+        flag = next(o for o in action.option_strings if o.startswith("--"))  # --true_score, not its alias
         if action.nargs == 0:
-            flags.append(action.option_strings[-1] if value else "")
+            flags.append(flag if value else "")
         else:
-            flags += [action.option_strings[-1], str(value)]
+            flags += [flag, str(value)]
     return [f for f in flags if f]
 
 
@@ -518,7 +519,7 @@ HIGHDIM_IW = [  # folders under results/highdim
 HIGHDIM_IW_STAGES = (4_000, 12_000, 20_000, 30_000, 40_000, 55_000)
 
 
-def highdim_iw_stages(runs: list[tuple[str, str, str]], iterations: tuple[int, ...]) -> str:
+def highdim_run_stages(runs: list[tuple[str, str, str]], iterations: tuple[int, ...]) -> str:
     """Per run (results/highdim/<folder/name>) and iteration: energy distance / mode-weight error / modes, mean
     over the seeds that reached it; then the training milliseconds per iteration (train_time / iteration at each
     seed's last evaluation, mean over seeds) and how the run shared the GPU."""
@@ -531,6 +532,15 @@ def highdim_iw_stages(runs: list[tuple[str, str, str]], iterations: tuple[int, .
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {ms:.1f} ({sharing}) |")
     return "\n".join(lines)
 
+
+HIGHDIM_PI500 = [  # folders under results/highdim: one schedule, --power_interval 500 (p = 2 at 95k)
+    ("d8_pi500/gauss_d8_s150_pi500", "VarDiU Gaussian, K = 0", "shared by 3"),
+    ("d8_pi500/gauss_d8_s150_pi500_wsigma", "VarDiU Gaussian, K = 0, `--weight sigma`", "shared by 3"),
+    ("d8_pi500/gauss_d8_s150_pi500_p1", "VarDiU Gaussian, K = 0, `--power 1` (p held at 1 from 45k)", "shared by 3"),
+    ("d8_pi500/gauss_d8_s150_pi500_iw8", "VarDiU Gaussian, `--iw_samples 8`", "alone"),
+    ("d8_pi500/gauss_d8_s150_pi500_iw8_p1", "VarDiU Gaussian, `--iw_samples 8 --power 1`", "alone"),
+]
+HIGHDIM_PI500_STAGES = (10_000, 20_000, 30_000, 45_000, 55_000, 65_000, 80_000)
 
 def gap_table(probes: list[tuple[str, str]]) -> str:
     """experiments/bound_gap.py results: per noise level and probe, gap in nats (gap gradient / KL gradient, ess)."""
@@ -566,7 +576,9 @@ BLOCKS = {
     "highdim-d8-stages": lambda: highdim_stages("highdim/d8_schedule", HIGHDIM_D8, HIGHDIM_D8_STAGES),
     "highdim-gap-table": lambda: gap_table(GAP_PROBES),
     "highdim-iw-table": lambda: highdim_table("highdim", [(name, label) for name, label, _ in HIGHDIM_IW]),
-    "highdim-iw-stages": lambda: highdim_iw_stages(HIGHDIM_IW, HIGHDIM_IW_STAGES),
+    "highdim-iw-stages": lambda: highdim_run_stages(HIGHDIM_IW, HIGHDIM_IW_STAGES),
+    "highdim-pi500-table": lambda: highdim_table("highdim", [(name, label) for name, label, _ in HIGHDIM_PI500]),
+    "highdim-pi500-stages": lambda: highdim_run_stages(HIGHDIM_PI500, HIGHDIM_PI500_STAGES),
     "equality-table": lambda: summary_table(EQUALITY_ROWS, 10),
     "authors-teacher-trajectory": lambda: trajectory_table(
         [Row("authors_teacher", "vardiu_gaussian_teacher", "`paper` recipe, the authors' teacher"),
