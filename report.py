@@ -542,6 +542,7 @@ HIGHDIM_PI500 = [  # folders under results/highdim: one schedule, --power_interv
 ]
 HIGHDIM_PI500_STAGES = (10_000, 20_000, 30_000, 45_000, 55_000, 65_000, 80_000)
 
+
 def gap_table(probes: list[tuple[str, str]]) -> str:
     """experiments/bound_gap.py results: per noise level and probe, gap in nats (gap gradient / KL gradient, ess)."""
     found = [(json.loads((RESULTS / "highdim" / "gap" / f"{name}.json").read_text()), label) for name, label in probes]

@@ -71,8 +71,7 @@ class LinearGaussianPosterior(torch.nn.Module):
         protocol for ``--iw_samples``)."""
         mean, var = self.mean_var(x_t, sigma)
         draws = mean + var.sqrt() * torch.randn(k, *mean.shape, dtype=mean.dtype, device=mean.device)
-        log_q_draws = (-0.5 * (draws - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)).sum(-1)
-        return self.log_prob(z, x_t, sigma), draws, log_q_draws
+        return self.log_prob(z, x_t, sigma), draws, self.log_prob(draws, x_t, sigma)  # broadcasts: [k, B]
 
     forward = log_prob_and_draws
 

@@ -54,7 +54,6 @@ def test_a_posterior_added_to_the_registry_trains(tmp_path, monkeypatch):
     assert float(state["log_std"]) != 0.0  # the posterior was trained
 
 
-
 def test_a_posterior_without_k_draws_given_iw_samples_is_one_line(tmp_path, monkeypatch, capsys):
     """--iw_samples with a posterior that has no log_prob_and_draws: exit 2, one line naming it, no run folder."""
     monkeypatch.setitem(registry.POSTERIORS, "toy", registry.Posterior(ToyPosterior))
@@ -69,6 +68,7 @@ def test_a_posterior_without_k_draws_given_iw_samples_is_one_line(tmp_path, monk
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ToyPosterior has none" in err[0] and "Traceback" not in err[0]
     assert not any(tmp_path.iterdir())
+
 
 def test_a_target_added_to_the_registry_trains(tmp_path, monkeypatch):
     two = lambda dim: GaussianMixture(torch.tensor([[-4.0, 0.0], [4.0, 0.0]]), std=1.0, name="two")  # noqa: E731

@@ -76,12 +76,12 @@ def test_the_index_rebuilds_the_published_command(small_results):
     assert all(r["stop"] == "reached max_iter" for r in rows)
 
 
-
 def test_a_rebuilt_command_names_each_flag_by_its_double_dash_spelling():
     """--true_score also answers to the upstream alias -true_score; the rebuilt command says --true_score."""
     config = {"true_score": True, "dim": 8, "sigma_max": 150.0}
     flags = report.flags_between("train_upper_diffusion.py", config, ())
     assert flags == ["--dim", "8", "--true_score", "--sigma_max", "150.0"]
+
 
 def test_a_runs_recorded_end_is_its_stop_reason(tmp_path, monkeypatch):
     """A run folder whose config.json records why it ended (the training loop writes "end") is indexed with

@@ -36,8 +36,9 @@ def vardiu_method(generator: nn.Module, posterior: nn.Module, flags: argparse.Na
                   target: GaussianMixture) -> Method:
     """VarDiU: one update of generator and posterior per iteration on the surrogate of ``losses.vardiu``."""
     if flags.iw_samples and not hasattr(posterior, "log_prob_and_draws"):
-        raise UsageError(f"--iw_samples needs a posterior with log_prob_and_draws(z, x_t, sigma, k) (utils/registry.py "
-                         f"says what it returns); {type(posterior).__name__} has none: give it one, or drop --iw_samples")
+        raise UsageError(f"--iw_samples needs a posterior with log_prob_and_draws(z, x_t, sigma, k) (utils/registry.py"
+                         f" says what it returns); {type(posterior).__name__} has none: give it one, or drop "
+                         f"--iw_samples")
     loss = VarDiULoss(noise_sampler(flags, device), make_weight(flags.weight, flags.sigma_max),
                       score_source(flags, target, device), target.log_prob,
                       use_control_variate(flags.control_variate, flags.true_score), flags.weight_reduction,

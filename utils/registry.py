@@ -12,7 +12,8 @@ A posterior is any ``nn.Module`` with
     sample(x_t [B, d], sigma [B], generator=None) -> [B, d]
 
 and, for ``--iw_samples``, ``log_prob_and_draws(z, x_t, sigma, k) -> (log q(z) [B], k draws [k, B, d], their
-log q [k, B])`` with draws reparameterised (differentiable in x_t), also as ``forward`` (``losses.vardiu.importance_log_weights``),
+log q [k, B])`` with draws reparameterised (differentiable in x_t), also as ``forward``
+(``losses.vardiu.importance_log_weights``),
 
 built as ``make(dim, width, depth, **options)``. Adding one is one entry here (see the README's example).
 """
