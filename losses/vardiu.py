@@ -84,9 +84,10 @@ def importance_log_weights(generator: nn.Module, posterior: nn.Module, noise: No
     sigma, k)`` conditions on each x_t once; the generator runs on the k B draws."""
     b, d = x_t.shape
     log_q_given, draws, log_q_draws = frozen(posterior, noise.z, x_t, noise.sigma, k)
-    z = torch.cat([noise.z, draws.reshape(k * b, d)])
+    draws = draws.reshape(k * b, d)
+    z = torch.cat([noise.z, draws])
     log_q = torch.cat([log_q_given, log_q_draws.reshape(k * b)])
-    x_z = torch.cat([x0, generator(draws.reshape(k * b, d))])
+    x_z = torch.cat([x0, generator(draws)])
     # log N(x_t; g(z_j), sigma^2 I); for j = 0, x_t - g(z_0) = sigma eps carries no gradient
     log_lik = diagonal_normal_log_prob(x_t.repeat(k + 1, 1), x_z, noise.sigma.repeat(k + 1).unsqueeze(-1))
     return (diagonal_normal_log_prob(z) + log_lik - log_q).reshape(k + 1, b)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -59,12 +60,9 @@ def test_a_posterior_without_k_draws_given_iw_samples_is_one_line(tmp_path, monk
     monkeypatch.setitem(registry.POSTERIORS, "toy", registry.Posterior(ToyPosterior))
     argv = ["--true_score", *TINY, "--max_iter", "20", "--device", "cpu", "--out_dir", str(tmp_path),
             "--posterior", "toy", "--iw_samples", "2", "--name", "toy"]
-    try:
+    with pytest.raises(SystemExit) as exc:
         train_upper_diffusion.main(argv)
-    except SystemExit as exit_:
-        assert exit_.code == 2
-    else:
-        raise AssertionError("--iw_samples with a posterior lacking log_prob_and_draws was accepted")
+    assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ToyPosterior has none" in err[0] and "Traceback" not in err[0]
     assert not any(tmp_path.iterdir())
