@@ -539,6 +539,7 @@ HIGHDIM_PI500 = [  # folders under results/highdim: one schedule, --power_interv
     ("d8_pi500/gauss_d8_s150_pi500_p1", "VarDiU Gaussian, K = 0, `--power 1` (p held at 1 from 45k)", "shared by 3"),
     ("d8_pi500/gauss_d8_s150_pi500_iw8", "VarDiU Gaussian, `--iw_samples 8`", "alone"),
     ("d8_pi500/gauss_d8_s150_pi500_iw8_p1", "VarDiU Gaussian, `--iw_samples 8 --power 1`", "alone"),
+    ("d8_pi500/gauss_d8_s150_pi500_iw8_wsigma", "VarDiU Gaussian, `--iw_samples 8 --weight sigma`", "alone"),
 ]
 HIGHDIM_PI500_STAGES = (10_000, 20_000, 30_000, 45_000, 55_000, 65_000, 80_000)
 
