@@ -20,18 +20,22 @@ import time
 
 import torch
 
-from utils.cli import exit_on_usage_error
+from utils.cli import UsageError, exit_on_usage_error
 from utils.registry import method_trainer
 from utils.run_io import write_result
 from utils.step import Trainer, prepare, resolve_device, synchronize
 
-# benchmark row -> (utils.registry method, its flags): the true score at the paper's sizes
+# benchmark row -> (utils.registry method, its flags): the true score at the paper's sizes, and the K-sample
+# bound of the d = 8 study (docs/high-dimensional.md), timed only when --methods names it
 METHODS = {
     "vardiu_gaussian": ("vardiu_gaussian", ["--true_score"]),
     "vardiu_nsf": ("vardiu_nsf", ["--true_score"]),
     "di_ss1": ("diff_instruct", ["--true_score", "--score_step", "1"]),
     "di_ss10": ("diff_instruct", ["--true_score", "--score_step", "10"]),
+    "vardiu_gaussian_iw8_d8": ("vardiu_gaussian", ["--true_score", "--dim", "8", "--sigma_max", "150",
+                                                   "--precondition", "--iw_samples", "8", "--weight", "sigma"]),
 }
+PAPER_METHODS = ("vardiu_gaussian", "vardiu_nsf", "di_ss1", "di_ss10")
 
 
 def make_trainer(method: str, num_seeds: int, device: torch.device) -> Trainer:
@@ -87,7 +91,8 @@ def bench(method: str, num_seeds: int, mode: str, device: torch.device, iters: i
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
+    p.add_argument("--methods", default=",".join(PAPER_METHODS),
+                   help=f"comma-separated subset of {', '.join(METHODS)} (default: the paper's four)")
     p.add_argument("--seeds", default="1,10", help="comma-separated numbers of vectorised seeds")
     p.add_argument("--modes", default="eager,exact,fast", help="the scripts' --mode settings to time (all but eager "
                    "need CUDA)")
@@ -96,6 +101,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--profile", action="store_true", help="count kernels and their GPU time (eager CUDA rows)")
     p.add_argument("--json", default="benchmarks/results/bench_step.json", help="where to write the results")
     a = p.parse_args(argv)
+    unknown = [m for m in a.methods.split(",") if m not in METHODS]
+    if unknown:
+        raise UsageError(f"--methods {','.join(unknown)}: unknown; pick from {', '.join(METHODS)}")
     device = resolve_device(a.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
