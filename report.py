@@ -540,8 +540,30 @@ HIGHDIM_PI500 = [  # folders under results/highdim: one schedule, --power_interv
     ("d8_pi500/gauss_d8_s150_pi500_iw8", "VarDiU Gaussian, `--iw_samples 8`", "alone"),
     ("d8_pi500/gauss_d8_s150_pi500_iw8_p1", "VarDiU Gaussian, `--iw_samples 8 --power 1`", "alone"),
     ("d8_pi500/gauss_d8_s150_pi500_iw8_wsigma", "VarDiU Gaussian, `--iw_samples 8 --weight sigma`", "alone"),
+    ("d8_pi500/di1_d8_s150_pi500_wsigma", "Diff-Instruct score_step 1, `--weight sigma`", "alone"),
 ]
 HIGHDIM_PI500_STAGES = (10_000, 20_000, 30_000, 45_000, 55_000, 65_000, 80_000)
+HIGHDIM_D32 = [  # d = 32, --sigma_max 250, the same schedule as HIGHDIM_PI500
+    ("d32_pi500/gauss_d32_s250_pi500_iw8_wsigma", "VarDiU Gaussian, d = 32, `--iw_samples 8 --weight sigma`", "alone"),
+]
+HIGHDIM_D32_STAGES = (4_000, 8_000, 12_000, 16_000, 20_000, 24_000, 28_000)
+
+
+def capacity_table() -> str:
+    """experiments/generator_capacity.py results (results/highdim/capacity/d<D>.json): per d, the cell map T's own
+    samples, then the network regressed onto it at its last evaluation."""
+    lines = ["| d | samples of | iterations | squared error to T | modes | mode-weight error | energy distance "
+             "| log density | true samples' log density | share near a mode |", "|" + "---|" * 10]
+    found = sorted((RESULTS / "highdim" / "capacity").glob("d*.json"), key=lambda p: int(p.stem[1:]))
+    for path in found:
+        result = json.loads(path.read_text())
+        exact = next(r for r in result["rows"] if r.get("map"))
+        for label, row in (("the map T", exact), (f"the network (width {result['width']}, depth {result['depth']})",
+                                                  result["rows"][-1])):
+            lines.append(f"| {result['dim']} | {label} | {row['iteration']:,} | {row['mse']:.3g} | {row['modes']} "
+                         f"| {row['mode_tv']:.3f} | {row['energy']:.3f} | {row['logpd']:.2f} | "
+                         f"{row['logpd_true']:.2f} | {row['near_mode']:.2f} |")
+    return "\n".join(lines)
 
 
 def gap_table(probes: list[tuple[str, str]]) -> str:
@@ -581,6 +603,8 @@ BLOCKS = {
     "highdim-iw-stages": lambda: highdim_run_stages(HIGHDIM_IW, HIGHDIM_IW_STAGES),
     "highdim-pi500-table": lambda: highdim_table("highdim", [(name, label) for name, label, _ in HIGHDIM_PI500]),
     "highdim-pi500-stages": lambda: highdim_run_stages(HIGHDIM_PI500, HIGHDIM_PI500_STAGES),
+    "highdim-d32-stages": lambda: highdim_run_stages(HIGHDIM_D32, HIGHDIM_D32_STAGES),
+    "highdim-capacity-table": capacity_table,
     "equality-table": lambda: summary_table(EQUALITY_ROWS, 10),
     "authors-teacher-trajectory": lambda: trajectory_table(
         [Row("authors_teacher", "vardiu_gaussian_teacher", "`paper` recipe, the authors' teacher"),

@@ -130,6 +130,12 @@ def test_recipes_hold_the_stated_flags():
         assert method.script == scripts[key.split("_teacher")[0]]
         # Diff-Instruct anneals its power as in the matched recipe, so only the noise floor differs from it
         assert ("--anneal_power" in flags) == key.startswith("di_")
+    # highdim: one weight and schedule for every method of a d; VarDiU with the K-sample bound and preconditioning
+    assert len(RECIPES["highdim"]) == 16
+    for key in RECIPES["highdim"]:
+        flags = flags_of("highdim", key)
+        assert "--weight sigma " in flags + " " and "--power_uncapped" in flags and "--true_score" in flags
+        assert ("--iw_samples 8" in flags) == ("--precondition" in flags) == key.startswith("vardiu")
 
 
 def test_summary_compares_seeds_of_different_lengths_at_their_common_iterations(tmp_path):

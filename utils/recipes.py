@@ -9,8 +9,9 @@ Recipes:
     matched    a fair comparison no published table has: every method with the same per-sample weight
                (uniform), the same annealed, uncapped sigma schedule and none of the reference code's quirks.
     published  the README's published commands verbatim (per-sample sigma2 weights, power capped at 2.0).
-    highdim    MoG40 beyond 2-D (d = 2, 8, 32, 128), true score, VarDiU Gaussian and NSF with --precondition,
-               Diff-Instruct score_step 1 and 10; every method of a d on one schedule (HIGHDIM_SIGMA_MAX).
+    highdim    MoG40 beyond 2-D (d = 2, 8, 32, 128), true score, VarDiU Gaussian and NSF with --precondition
+               and the K-sample bound (--iw_samples 8), Diff-Instruct score_step 1 and 10; every method of a d on
+               one schedule: --weight sigma, uncapped power, --sigma_max from HIGHDIM_SIGMA_MAX.
     teacher_study
                the teacher-collapse study: VarDiU (Gaussian, NSF) and Diff-Instruct score_step 1 with the shipped
                teacher, the matched schedule (per-sample uniform weights, uncapped power; Diff-Instruct also
@@ -59,6 +60,9 @@ def diff_instruct(score_step: int, score: str, flags: tuple[str, ...]) -> tuple[
 # d = 2, 8, 32, 128), so that the top of the noise range merges every mode as sigma_max 20 does not beyond 2-D; in
 # 2-D the paper's 20. The pilot (docs/high-dimensional.md) measures the alternative.
 HIGHDIM_SIGMA_MAX = {2: 20, 8: 150, 32: 250, 128: 420}
+# and the weight and bound that kept the most modes at d = 8: sigma / sigma_max weights (the low-noise terms no
+# longer dominate the batch's gradient) and K = 8 posterior draws per x_t (docs/high-dimensional.md)
+HIGHDIM_IW_SAMPLES = 8
 
 
 def _recipes() -> dict[str, dict[str, RecipeMethod]]:
@@ -83,10 +87,10 @@ def _recipes() -> dict[str, dict[str, RecipeMethod]]:
                                                              f"{method.label}, sigma_min {sigma_min}")
     highdim = {}
     for dim, sigma_max in HIGHDIM_SIGMA_MAX.items():
-        flags = ("--dim", str(dim), "--sigma_min", "0.1", "--sigma_max", str(sigma_max), "--weight", "uniform",
+        flags = ("--dim", str(dim), "--sigma_min", "0.1", "--sigma_max", str(sigma_max), "--weight", "sigma",
                  "--power_uncapped")
-        for key, method in (vardiu("gaussian", "true", flags + ("--precondition",)),
-                            vardiu("nsf", "true", flags + ("--precondition",)),
+        vardiu_flags = flags + ("--precondition", "--iw_samples", str(HIGHDIM_IW_SAMPLES))
+        for key, method in (vardiu("gaussian", "true", vardiu_flags), vardiu("nsf", "true", vardiu_flags),
                             diff_instruct(1, "true", flags + ("--anneal_power",)),
                             diff_instruct(10, "true", flags + ("--anneal_power",))):
             highdim[f"{key}_d{dim}"] = RecipeMethod(method.script, method.flags, f"{method.label}, d = {dim}")
@@ -102,8 +106,8 @@ RECIPE_SUMMARIES = {
     "published": "the README's published commands verbatim (per-sample sigma2, power capped at 2.0)",
     "teacher_study": "VarDiU and Diff-Instruct score_step 1 with the shipped teacher, matched schedule, training noise "
                      "floor sigma_min 0.1 to 2.0",
-    "highdim": "MoG40 in d = 2, 8, 32, 128, true score: VarDiU Gaussian and NSF (--precondition), Diff-Instruct "
-               "score_step 1 and 10, one matched schedule per d (uniform weights, uncapped annealing)",
+    "highdim": "MoG40 in d = 2, 8, 32, 128, true score: VarDiU Gaussian and NSF (--precondition, --iw_samples 8), "
+               "Diff-Instruct score_step 1 and 10, one matched schedule per d (sigma weights, uncapped annealing)",
 }
 LABELS = {key: m.label for methods in RECIPES.values() for key, m in methods.items()}
 METHOD_ORDER = list(dict.fromkeys(key for methods in RECIPES.values() for key in methods))
