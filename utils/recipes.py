@@ -60,8 +60,9 @@ def diff_instruct(score_step: int, score: str, flags: tuple[str, ...]) -> tuple[
 # d = 2, 8, 32, 128), so that the top of the noise range merges every mode as sigma_max 20 does not beyond 2-D; in
 # 2-D the paper's 20. The pilot (docs/high-dimensional.md) measures the alternative.
 HIGHDIM_SIGMA_MAX = {2: 20, 8: 150, 32: 250, 128: 420}
-# and the weight and bound that kept the most modes at d = 8: sigma / sigma_max weights (the low-noise terms no
-# longer dominate the batch's gradient) and K = 8 posterior draws per x_t (docs/high-dimensional.md)
+# highdim's weight and bound, those that kept the most VarDiU modes at d = 8 (docs/high-dimensional.md):
+# --weight sigma (sigma / sigma_max: the low-noise terms no longer dominate the batch's gradient) and K = 8
+# posterior draws per x_t
 HIGHDIM_IW_SAMPLES = 8
 
 
