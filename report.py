@@ -554,9 +554,8 @@ def capacity_table() -> str:
     samples, then the network regressed onto it at its last evaluation."""
     lines = ["| d | samples of | iterations | squared error to T | modes | mode-weight error | energy distance "
              "| log density | true samples' log density | share near a mode |", "|" + "---|" * 10]
-    found = sorted((RESULTS / "highdim" / "capacity").glob("d*.json"), key=lambda p: int(p.stem[1:]))
-    for path in found:
-        result = json.loads(path.read_text())
+    found = [json.loads(p.read_text()) for p in (RESULTS / "highdim" / "capacity").glob("*.json")]
+    for result in sorted(found, key=lambda r: r["dim"]):
         exact = next(r for r in result["rows"] if r.get("map"))
         for label, row in (("the map T", exact), (f"the network (width {result['width']}, depth {result['depth']})",
                                                   result["rows"][-1])):

@@ -20,7 +20,8 @@ import time
 
 import torch
 
-from utils.cli import UsageError, exit_on_usage_error
+from benchmarks import chosen_methods
+from utils.cli import exit_on_usage_error
 from utils.registry import method_trainer
 from utils.run_io import write_result
 from utils.step import Trainer, prepare, resolve_device, synchronize
@@ -101,16 +102,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--profile", action="store_true", help="count kernels and their GPU time (eager CUDA rows)")
     p.add_argument("--json", default="benchmarks/results/bench_step.json", help="where to write the results")
     a = p.parse_args(argv)
-    unknown = [m for m in a.methods.split(",") if m not in METHODS]
-    if unknown:
-        raise UsageError(f"--methods {','.join(unknown)}: unknown; pick from {', '.join(METHODS)}")
+    methods = chosen_methods(a.methods, METHODS)
     device = resolve_device(a.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     rows = []
     print("| method | seeds | mode | ms / iteration | ms / seed-iteration | kernels | kernel ms |")
     print("|---|---|---|---|---|---|---|")
-    for method in a.methods.split(","):
+    for method in methods:
         for num_seeds in [int(k) for k in a.seeds.split(",")]:
             for mode in a.modes.split(","):
                 if mode != "eager" and device.type != "cuda":

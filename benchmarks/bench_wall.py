@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from benchmarks import chosen_methods
 from utils.cli import UsageError, exit_on_usage_error
 from utils.recipes import RECIPES
 from utils.run_io import device_name, read_metric_rows, run_folder_name, write_result
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     a = p.parse_args(argv)
     if a.iters < 2000 or a.iters % 1000:
         raise UsageError(f"--iters must be a multiple of 1000 and at least 2000, got {a.iters}")
+    methods = chosen_methods(a.methods, METHODS)
     import torch
     device = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"device: {device}, torch {torch.__version__}")
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("|---|---|---|---|---|---|")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for method in a.methods.split(","):
+        for method in methods:
             for seeds in [int(k) for k in a.seeds.split(",")]:
                 for mode in a.modes.split(","):
                     row = bench(method, seeds, mode, a.iters, Path(tmp))

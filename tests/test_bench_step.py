@@ -1,9 +1,10 @@
-"""benchmarks/bench_step.py on the CPU: a row times the iteration its flags build; a name it lacks is one line."""
+"""benchmarks/bench_step.py on the CPU: a row times the iteration its flags build; a --methods name that
+bench_step or bench_wall lacks is one line."""
 import json
 
 import pytest
 
-from benchmarks import bench_step
+from benchmarks import bench_step, bench_wall
 
 
 def test_the_k_sample_row_builds_the_d8_iteration_it_names(tmp_path):
@@ -17,9 +18,10 @@ def test_the_k_sample_row_builds_the_d8_iteration_it_names(tmp_path):
     assert json.loads(out.read_text())["rows"][0]["ms_per_it"] > 0
 
 
-def test_an_unknown_method_is_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("bench", [bench_step, bench_wall])
+def test_an_unknown_method_is_one_line(tmp_path, capsys, bench):
     with pytest.raises(SystemExit) as exc:
-        bench_step.main(["--methods", "vardiu_gaussian,nope", "--json", str(tmp_path / "b.json")])
+        bench.main(["--methods", "vardiu_gaussian,nope", "--json", str(tmp_path / "b.json")])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope" in err[0] and "Traceback" not in err[0]
