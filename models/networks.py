@@ -13,11 +13,34 @@ import torch.nn.functional as F
 LOG_2PI = math.log(2 * math.pi)
 
 
+THIN_LAYER_GRADS = ("exact", "matmul")
+_thin_layer_grad = "exact"
+
+
+def set_thin_layer_grad(kind: str) -> None:
+    """How ``exact_linear`` differentiates, for the whole process (like torch's float32 matmul precision, which it
+    complements): ``exact`` = through its float32 products and sums; ``matmul`` = through a matrix product of the
+    same layer (TF32 under --mode fast), while the value stays the exact one. Set by ``utils.step.prepare``."""
+    global _thin_layer_grad
+    if kind not in THIN_LAYER_GRADS:
+        raise ValueError(f"unknown thin-layer gradient {kind!r}; expected one of {THIN_LAYER_GRADS}")
+    _thin_layer_grad = kind
+
+
 def exact_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     """``layer(x)`` as float32 products and sums, never a matrix product: a TF32 matrix product (--mode fast) rounds
     its inputs to a 10-bit mantissa, which for coordinates of size 40 is an error of about 0.02, a fifth of the noise
-    at sigma = 0.1. Meant for thin layers (few inputs or outputs), where it costs little. [..., in] -> [..., out]."""
-    return (x.unsqueeze(-2) * layer.weight).sum(-1) + layer.bias
+    at sigma = 0.1. Meant for thin layers (few inputs or outputs), where the value costs little. [..., in] -> [..., out].
+
+    Its gradient costs more: the weight's is a reduction over every row, which compiles to slow kernels (half the
+    K-sample step at d = 8). Under ``set_thin_layer_grad("matmul")`` the value is  P + stopgrad(V - P), with V the
+    exact value and P = ``F.linear(x, layer)``: V itself (up to float32 rounding), differentiated as the matrix
+    product P, whose relative error in TF32 is that of every hidden layer's gradient."""
+    value = (x.unsqueeze(-2) * layer.weight).sum(-1) + layer.bias
+    if _thin_layer_grad == "exact":
+        return value
+    product = F.linear(x, layer.weight, layer.bias)
+    return product + (value - product).detach()
 
 
 class MLP(nn.Sequential):

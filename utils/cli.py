@@ -11,6 +11,7 @@ from typing import Callable
 
 from losses.noise import WEIGHT_POWERS
 from losses.vardiu import WEIGHT_REDUCTIONS
+from models.networks import THIN_LAYER_GRADS
 from utils import interrupt
 from utils.errors import RunIOError, UsageError
 from utils.registry import TARGETS
@@ -119,6 +120,11 @@ def _add_common_flags(p: Parser, vectorised_seeds: bool = False) -> Parser:
                         "hidden products in TF32 (coordinates, first and last layers, scores and metrics stay float32); "
                         "exact = one CUDA graph of the eager kernels, all float32 (the same numbers as eager); eager = "
                         "kernels launched one by one. The CPU always runs eager, float32")
+    g.add_argument("--thin_layer_grad", default="exact", choices=THIN_LAYER_GRADS,
+                   help="how every network's first and last layer (coordinates in or out) is differentiated: exact = "
+                        "through its float32 products and sums, like its value; matmul = through a matrix product "
+                        "(TF32 under --mode fast), the value still exact; about half the step time of "
+                        "--iw_samples 8 at d = 8 (docs/speed.md)")
 
     g = p.add_argument_group("evaluation, outputs and logging")
     g.add_argument("--show_iter", type=int, default=1000, help="iterations between evaluations")
