@@ -543,6 +543,12 @@ HIGHDIM_PI500 = [  # folders under results/highdim: one schedule, --power_interv
     ("d8_pi500/di1_d8_s150_pi500_wsigma", "Diff-Instruct score_step 1, `--weight sigma`", "alone"),
 ]
 HIGHDIM_PI500_STAGES = (10_000, 20_000, 30_000, 45_000, 55_000, 65_000, 80_000)
+HIGHDIM_LONG = [  # folders under results/highdim: the paper's annealing speed, --power_interval 1000 (p = 2 at 190k)
+    ("d8_schedule_long/gauss_d8_s150_slow_iw8_wsigma_mm",
+     "VarDiU Gaussian, `--iw_samples 8 --weight sigma --thin_layer_grad matmul`", "alone"),
+    ("d8_schedule_long/di1_d8_s150_slow_wsigma", "Diff-Instruct score_step 1, `--weight sigma`", "alone"),
+]
+HIGHDIM_LONG_STAGES = (30_000, 60_000, 75_000, 90_000, 110_000, 139_000, 180_000, 227_000)
 HIGHDIM_D32 = [  # d = 32, --sigma_max 250, the same schedule as HIGHDIM_PI500
     ("d32_pi500/gauss_d32_s250_pi500_iw8_wsigma", "VarDiU Gaussian, d = 32, `--iw_samples 8 --weight sigma`", "alone"),
 ]
@@ -602,6 +608,8 @@ BLOCKS = {
     "highdim-iw-stages": lambda: highdim_run_stages(HIGHDIM_IW, HIGHDIM_IW_STAGES),
     "highdim-pi500-table": lambda: highdim_table("highdim", [(name, label) for name, label, _ in HIGHDIM_PI500]),
     "highdim-pi500-stages": lambda: highdim_run_stages(HIGHDIM_PI500, HIGHDIM_PI500_STAGES),
+    "highdim-long-table": lambda: highdim_table("highdim", [(name, label) for name, label, _ in HIGHDIM_LONG]),
+    "highdim-long-stages": lambda: highdim_run_stages(HIGHDIM_LONG, HIGHDIM_LONG_STAGES),
     "highdim-d32-stages": lambda: highdim_run_stages(HIGHDIM_D32, HIGHDIM_D32_STAGES),
     "highdim-capacity-table": capacity_table,
     "equality-table": lambda: summary_table(EQUALITY_ROWS, 10),
