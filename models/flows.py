@@ -196,6 +196,8 @@ class FlowPosterior(nn.Module):
         if flow_type not in FLOW_TYPES:
             raise ValueError(f"flow_type must be one of {FLOW_TYPES}, got {flow_type!r}")
         self.dim, self.flow_type, self.data_std = dim, flow_type, data_std
+        # --iw_samples needs draws differentiable in x_t: the spline's are; planar layers invert by bisection
+        self.reparameterised_draws = flow_type == "NSF"
         self.context_features = context_features
         self.trunk = MLP(dim + 1, 2 * dim + context_features, width, depth)
         layers: list[Transform] = []

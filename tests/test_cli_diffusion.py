@@ -110,7 +110,7 @@ BAD_INPUTS = [
     (["--time_limit", "inf"], "--time_limit must be a finite number"),
     (["--lr", "inf"], "--lr must be a finite number"),
     (["--iw_samples", "-1"], "--iw_samples must be 0"),
-    (["--iw_samples", "2", "--posterior", "PLF"], "inverts by bisection"),
+    (["--iw_samples", "2", "--posterior", "PLF", "--max_iter", "2"], "inverts by bisection"),
 ]
 
 

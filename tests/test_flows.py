@@ -158,6 +158,7 @@ def test_flow_script_writes_every_output(tmp_path, tiny, flow_type):
     (["--flow_length", "-2"], "--flow_length must be a positive integer"),
     (["--flow_bins", "0"], "--flow_bins must be a positive integer"),
     (["--flow_tail_bound", "0"], "--flow_tail_bound must be a positive finite number"),
+    (["--flow_type", "PLF", "--iw_samples", "2", "--max_iter", "2"], "inverts by bisection"),
 ])
 def test_flow_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
     res = run_script(SCRIPT, "--true_score", "--out_dir", str(tmp_path / "runs"), *args)

@@ -230,9 +230,6 @@ def validate_training_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--power_step must be 0 or positive, got {args.power_step}")
     if getattr(args, "iw_samples", 0) < 0:
         raise UsageError(f"--iw_samples must be 0 (the paper's bound) or a positive integer, got {args.iw_samples}")
-    if getattr(args, "iw_samples", 0) and "PLF" in (getattr(args, "flow_type", None), getattr(args, "posterior", None)):
-        raise UsageError("--iw_samples needs reparameterised posterior draws, and the planar flow (PLF) inverts by "
-                         "bisection; use --flow_type NSF or train_upper_diffusion.py")
     if args.sigma_min >= args.sigma_max:
         raise UsageError(f"--sigma_min ({args.sigma_min}) must be smaller than --sigma_max ({args.sigma_max})")
     if args.grad_clip < 0:

@@ -39,6 +39,10 @@ def vardiu_method(generator: nn.Module, posterior: nn.Module, flags: argparse.Na
         raise UsageError(f"--iw_samples needs a posterior with log_prob_and_draws(z, x_t, sigma, k) (utils/registry.py"
                          f" says what it returns); {type(posterior).__name__} has none: give it one, or drop "
                          f"--iw_samples")
+    if flags.iw_samples and not getattr(posterior, "reparameterised_draws", True):
+        raise UsageError("--iw_samples needs reparameterised posterior draws, and this posterior's carry no usable "
+                         "gradient (the planar flow, PLF, inverts by bisection); use --flow_type NSF or "
+                         "train_upper_diffusion.py")
     loss = VarDiULoss(noise_sampler(flags, device), make_weight(flags.weight, flags.sigma_max),
                       score_source(flags, target, device), target.log_prob,
                       use_control_variate(flags.control_variate, flags.true_score), flags.weight_reduction,

@@ -13,7 +13,7 @@ A posterior is any ``nn.Module`` with
 
 and, for ``--iw_samples``, ``log_prob_and_draws(z, x_t, sigma, k) -> (log q(z) [B], k draws [k, B, d], their
 log q [k, B])`` with draws reparameterised (differentiable in x_t), also as ``forward``
-(``losses.vardiu.importance_log_weights``),
+(``losses.vardiu.importance_log_weights``); a posterior whose draws are not says ``reparameterised_draws = False``,
 
 built as ``make(dim, width, depth, **options)``. Adding one is one entry here (see the README's example).
 """
