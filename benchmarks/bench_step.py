@@ -21,7 +21,7 @@ import time
 import torch
 
 from benchmarks import chosen_methods
-from models.networks import THIN_LAYER_GRADS
+from models.networks import HIDDEN_DTYPES, THIN_LAYER_GRADS
 from utils.cli import exit_on_usage_error
 from utils.registry import method_trainer
 from utils.run_io import write_result
@@ -68,11 +68,11 @@ def kernel_profile(iteration, device: torch.device) -> tuple[int, float, list]:
 
 
 def bench(method: str, num_seeds: int, mode: str, device: torch.device, iters: int, warmup: int,
-          profile_kernels: bool, thin_layer_grad: str = "exact") -> dict:
-    """One row, in one of the scripts' --mode settings (eager, exact, fast) and --thin_layer_grad."""
+          profile_kernels: bool, thin_layer_grad: str = "exact", hidden_dtype: str = "float32") -> dict:
+    """One row, in one of the scripts' --mode settings (eager, exact, fast), --thin_layer_grad and --hidden_dtype."""
     torch._dynamo.reset()  # each row compiles afresh (no recompile limit across rows)
     trainer = make_trainer(method, num_seeds, device)
-    run = prepare(trainer, mode, thin_layer_grad)
+    run = prepare(trainer, mode, thin_layer_grad, hidden_dtype)
     for _ in range(warmup):
         run()
     synchronize(device)
@@ -82,8 +82,8 @@ def bench(method: str, num_seeds: int, mode: str, device: torch.device, iters: i
         run()
     synchronize(device)
     ms = (time.perf_counter() - t0) / iters * 1000
-    row = {"method": method, "seeds": num_seeds, "mode": mode, "thin_layer_grad": thin_layer_grad, "ms_per_it": ms,
-           "ms_per_seed_it": ms / num_seeds, "iters": iters}
+    row = {"method": method, "seeds": num_seeds, "mode": mode, "thin_layer_grad": thin_layer_grad,
+           "hidden_dtype": hidden_dtype, "ms_per_it": ms, "ms_per_seed_it": ms / num_seeds, "iters": iters}
     if profile_kernels and device.type == "cuda":
         row["kernels"], row["kernel_ms"], row["top_kernels"] = kernel_profile(trainer.iteration, device)
     return row
@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--warmup", type=int, default=20, help="untimed iterations first (includes the graph capture)")
     p.add_argument("--thin_layer_grad", default="exact", choices=THIN_LAYER_GRADS,
                    help="the scripts' --thin_layer_grad for every row")
+    p.add_argument("--hidden_dtype", default="float32", choices=HIDDEN_DTYPES,
+                   help="the scripts' --hidden_dtype for every row")
     p.add_argument("--profile", action="store_true", help="count kernels and their GPU time (eager CUDA rows)")
     p.add_argument("--json", default="benchmarks/results/bench_step.json", help="where to write the results")
     a = p.parse_args(argv)
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for mode in a.modes.split(","):
                 if mode != "eager" and device.type != "cuda":
                     continue
-                row = bench(method, num_seeds, mode, device, a.iters, a.warmup, a.profile, a.thin_layer_grad)
+                row = bench(method, num_seeds, mode, device, a.iters, a.warmup, a.profile, a.thin_layer_grad,
+                            a.hidden_dtype)
                 rows.append(row)
                 kernel_ms = f"{row['kernel_ms']:.3f}" if "kernel_ms" in row else ""
                 print(f"| {method} | {num_seeds} | {row['mode']} | {row['ms_per_it']:.3f} | "

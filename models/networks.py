@@ -14,17 +14,24 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 THIN_LAYER_GRADS = ("exact", "matmul")
-_thin_layer_grad = "exact"
+HIDDEN_DTYPES = ("float32", "bfloat16")
+_precision = {"thin_layer_grad": "exact", "hidden_dtype": "float32"}
 
 
-def set_thin_layer_grad(kind: str) -> None:
-    """How ``exact_linear`` differentiates, for the whole process (like torch's float32 matmul precision, which it
-    complements): ``exact`` = through its float32 products and sums; ``matmul`` = through a matrix product of the
-    same layer (TF32 under --mode fast), while the value stays the exact one. Set by ``utils.step.prepare``."""
-    global _thin_layer_grad
-    if kind not in THIN_LAYER_GRADS:
-        raise ValueError(f"unknown thin-layer gradient {kind!r}; expected one of {THIN_LAYER_GRADS}")
-    _thin_layer_grad = kind
+def set_network_precision(thin_layer_grad: str = "exact", hidden_dtype: str = "float32") -> None:
+    """How every MLP computes, for the whole process (like torch's float32 matmul precision, which it complements;
+    set by ``utils.step.prepare`` from --thin_layer_grad and --hidden_dtype).
+
+    thin_layer_grad: how ``exact_linear`` (the first and last layer) differentiates: ``exact`` = through its
+        float32 products and sums; ``matmul`` = through a matrix product of the same layer (TF32 under --mode
+        fast), while the value stays the exact one.
+    hidden_dtype: ``float32``, or ``bfloat16`` = the width x width hidden layers and their activations in bfloat16
+        (autocast), the first and last layer in float32 as before."""
+    if thin_layer_grad not in THIN_LAYER_GRADS:
+        raise ValueError(f"unknown thin-layer gradient {thin_layer_grad!r}; expected one of {THIN_LAYER_GRADS}")
+    if hidden_dtype not in HIDDEN_DTYPES:
+        raise ValueError(f"unknown hidden dtype {hidden_dtype!r}; expected one of {HIDDEN_DTYPES}")
+    _precision.update(thin_layer_grad=thin_layer_grad, hidden_dtype=hidden_dtype)
 
 
 def exact_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
@@ -33,11 +40,11 @@ def exact_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     at sigma = 0.1. Meant for thin layers (few inputs or outputs), where the value costs little. [..., in] -> [..., out].
 
     Its gradient costs more: the weight's is a reduction over every row, which compiles to slow kernels (half the
-    K-sample step at d = 8). Under ``set_thin_layer_grad("matmul")`` the value is  P + stopgrad(V - P), with V the
+    K-sample step at d = 8). Under ``set_network_precision("matmul")`` the value is  P + stopgrad(V - P), with V the
     exact value and P = ``F.linear(x, layer)``: V itself (up to float32 rounding), differentiated as the matrix
     product P, whose relative error in TF32 is that of every hidden layer's gradient."""
     value = (x.unsqueeze(-2) * layer.weight).sum(-1) + layer.bias
-    if _thin_layer_grad == "exact":
+    if _precision["thin_layer_grad"] == "exact":
         return value
     product = F.linear(x, layer.weight, layer.bias)
     return product + (value - product).detach()
@@ -47,7 +54,9 @@ class MLP(nn.Sequential):
     """in_dim -> [Linear(width) -> SiLU] x depth -> Linear(out_dim).
 
     The first and the last layer, which take coordinates in (z, x_t, sigma) and give coordinates out (x0, a mean),
-    are computed with ``exact_linear``; only the width x width hidden products may use TF32 (--mode fast)."""
+    are computed with ``exact_linear``; only the width x width hidden products may use TF32 (--mode fast), or
+    bfloat16 with their activations (``set_network_precision``), the last hidden activation then cast back to
+    float32 before the last layer."""
 
     def __init__(self, in_dim: int, out_dim: int, width: int = 400, depth: int = 4):
         layers: list[nn.Module] = []
@@ -63,9 +72,14 @@ class MLP(nn.Sequential):
         x = exact_linear(x, layers[0])
         if len(layers) == 1:
             return x
-        for layer in layers[1:-1]:
-            x = layer(x)
-        return exact_linear(x, layers[-1])
+        if _precision["hidden_dtype"] == "float32":
+            for layer in layers[1:-1]:
+                x = layer(x)
+            return exact_linear(x, layers[-1])
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            for layer in layers[1:-1]:
+                x = layer(x)
+        return exact_linear(x.float(), layers[-1])
 
 
 class Generator(nn.Module):

@@ -1,6 +1,7 @@
-"""The coordinate layers (models.networks.exact_linear): the value is float32-exact whatever --thin_layer_grad says;
-under ``matmul`` the gradient is the matrix product's. TF32 is emulated on the CPU by truncating the inputs of
-F.linear to a 10-bit mantissa, as the tensor cores do."""
+"""How the MLPs compute (models.networks.set_network_precision). The coordinate layers (exact_linear): the value is
+float32-exact whatever --thin_layer_grad says; under ``matmul`` the gradient is the matrix product's. TF32 is
+emulated on the CPU by truncating the inputs of F.linear to a 10-bit mantissa, as the tensor cores do. Under
+--hidden_dtype bfloat16 the hidden layers run in bfloat16 and the first and last stay float32."""
 import pytest
 import torch
 import torch.nn as nn
@@ -25,8 +26,8 @@ def tf32_linear(x, weight, bias=None):
 
 @pytest.fixture
 def policy():
-    yield networks.set_thin_layer_grad
-    networks.set_thin_layer_grad("exact")
+    yield networks.set_network_precision
+    networks.set_network_precision()
 
 
 def grads(layer: nn.Linear, x: torch.Tensor, out_grad: torch.Tensor):
@@ -60,14 +61,35 @@ def test_matmul_gradient_keeps_the_exact_value_and_differentiates_the_product(mo
     assert (gw_m - gw_exact).abs().max() > 1e-4 * gw_exact.abs().max()
 
 
-def test_an_unknown_thin_layer_gradient_is_refused(policy):
+def test_bfloat16_hidden_layers_between_float32_coordinate_layers(policy):
+    torch.manual_seed(0)
+    mlp = networks.MLP(3, 2, width=64, depth=3)
+    x = torch.randn(256, 3) * 40
+    full = mlp(x)
+    policy(hidden_dtype="bfloat16")
+    half = mlp(x)
+    # the same network by hand: float32 first layer and SiLU, bfloat16 hidden products and SiLUs, float32 last layer
+    h = F.silu((x.unsqueeze(-2) * mlp[0].weight).sum(-1) + mlp[0].bias)
+    for linear in (mlp[2], mlp[4]):
+        h = F.silu(F.linear(h.bfloat16(), linear.weight.bfloat16(), linear.bias.bfloat16()))
+    by_hand = (h.float().unsqueeze(-2) * mlp[6].weight).sum(-1) + mlp[6].bias
+    assert half.dtype == torch.float32
+    assert torch.equal(half, by_hand)
+    assert 0 < (half - full).abs().max() < 0.02 * full.abs().max()
+    half.sum().backward()
+    assert all(p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in mlp.parameters())
+
+
+def test_an_unknown_precision_is_refused(policy):
     with pytest.raises(ValueError, match="thin-layer gradient"):
         policy("tf32")
+    with pytest.raises(ValueError, match="hidden dtype"):
+        policy(hidden_dtype="float16")
 
 
 def test_prepare_sets_the_policy_for_each_run(policy):
     trainer = bench_step.make_trainer("vardiu_gaussian", 1, torch.device("cpu"))
-    prepare(trainer, "eager", "matmul")
-    assert networks._thin_layer_grad == "matmul"
+    prepare(trainer, "eager", "matmul", "bfloat16")
+    assert networks._precision == {"thin_layer_grad": "matmul", "hidden_dtype": "bfloat16"}
     prepare(trainer, "eager")
-    assert networks._thin_layer_grad == "exact"
+    assert networks._precision == {"thin_layer_grad": "exact", "hidden_dtype": "float32"}

@@ -11,7 +11,7 @@ from typing import Callable
 
 from losses.noise import WEIGHT_POWERS
 from losses.vardiu import WEIGHT_REDUCTIONS
-from models.networks import THIN_LAYER_GRADS
+from models.networks import HIDDEN_DTYPES, THIN_LAYER_GRADS
 from utils import interrupt
 from utils.errors import RunIOError, UsageError
 from utils.registry import TARGETS
@@ -125,6 +125,9 @@ def _add_common_flags(p: Parser, vectorised_seeds: bool = False) -> Parser:
                         "through its float32 products and sums, like its value; matmul = through a matrix product "
                         "(TF32 under --mode fast), the value still exact; about half the step time of "
                         "--iw_samples 8 at d = 8 (docs/speed.md)")
+    g.add_argument("--hidden_dtype", default="float32", choices=HIDDEN_DTYPES,
+                   help="the width x width hidden layers and their activations in float32 (TF32 products under "
+                        "--mode fast) or bfloat16; the first and last layer stay float32 either way")
 
     g = p.add_argument_group("evaluation, outputs and logging")
     g.add_argument("--show_iter", type=int, default=1000, help="iterations between evaluations")

@@ -42,7 +42,7 @@ def run_training(build: BuildFn, flags: Flags, script: str, run_prefix: str) -> 
     device = resolve_device(f.device)
     target = make_target(f.target, f.dim).to(device)
     trainer = build_trainer(build, f, flags.seeds, device, target)
-    run_iteration = prepare(trainer, f.mode, f.thin_layer_grad)
+    run_iteration = prepare(trainer, f.mode, f.thin_layer_grad, f.hidden_dtype)
     clock = restore(trainer, flags.checkpoints, f.max_iter) if flags.checkpoints else Clock()
     # From here on a stop signal saves every seed and exits (before, nothing is written: utils/interrupt.py); a
     # second one waits until every new run folder has its first checkpoint, so no folder is left without one.

@@ -20,7 +20,7 @@ from utils.step import Trainer
 # Flags that may differ when a run is resumed with --load; every other flag comes from the checkpoint.
 RESUME_OVERRIDABLE = {"max_iter", "device", "show_iter", "plot_every", "save_every", "eval_samples", "load",
                       "time_limit", "tensorboard", "wandb", "wandb_project", "no_progress", "mode", "thin_layer_grad",
-                      "checkpoint_minutes"}
+                      "hidden_dtype", "checkpoint_minutes"}
 PER_SEED_CONFIG = {"seed", "run_dir", "name", "load", "rewind", "vectorised_seeds", "segments"}
 COMMAND_ONLY = {"load", "rewind"}  # flags about this command alone: taken as given, never from the checkpoint
 # What config.json keeps of each earlier command of a resumed run (its "segments"): what a resume may change.

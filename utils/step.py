@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.networks import set_thin_layer_grad
+from models.networks import set_network_precision
 from utils.errors import UsageError
 from utils.fast import EagerIteration, GraphedIteration, make_adam, make_iteration_runner
 from utils.seeds import Networks, load_optimizer_state_for_seed, optimizer_state_for_seed
@@ -190,21 +190,23 @@ def run_mode(mode: str, device: torch.device) -> str:
     return mode if device.type == "cuda" else "eager"
 
 
-def set_precision(mode: str, thin_layer_grad: str = "exact") -> None:
+def set_precision(mode: str, thin_layer_grad: str = "exact", hidden_dtype: str = "float32") -> None:
     """TF32 matrix products in the fast mode only. Every product of coordinates is computed without a matrix
     product (models.networks.exact_linear, the mixture score), so TF32 reaches only the hidden layers; with
-    ``thin_layer_grad="matmul"`` it reaches the gradients of the first and last layers too, not their values."""
+    ``thin_layer_grad="matmul"`` it reaches the gradients of the first and last layers too, not their values.
+    ``hidden_dtype="bfloat16"``: the hidden layers in bfloat16 (``models.networks.set_network_precision``)."""
     torch.set_float32_matmul_precision("high" if mode == "fast" else "highest")
-    set_thin_layer_grad(thin_layer_grad)
+    set_network_precision(thin_layer_grad, hidden_dtype)
 
 
-def prepare(trainer: Trainer, mode: str, thin_layer_grad: str = "exact") -> EagerIteration | GraphedIteration:
+def prepare(trainer: Trainer, mode: str, thin_layer_grad: str = "exact",
+            hidden_dtype: str = "float32") -> EagerIteration | GraphedIteration:
     """The callable that runs one training iteration in ``--mode`` on the trainer's device: fast = TF32 hidden
     products, the losses compiled by torch.compile, the iteration replayed as one CUDA graph; exact = the eager
     kernels in float32 replayed as one CUDA graph; eager (and every CPU run) = kernels launched one by one.
-    ``thin_layer_grad`` (--thin_layer_grad): how the first and last layers differentiate (``set_precision``)."""
+    ``thin_layer_grad``, ``hidden_dtype`` (--thin_layer_grad, --hidden_dtype): ``set_precision``."""
     mode = run_mode(mode, trainer.device)
-    set_precision(mode, thin_layer_grad)
+    set_precision(mode, thin_layer_grad, hidden_dtype)
     trainer.nets.compile = mode == "fast"
     return make_iteration_runner(trainer.iteration, trainer.device, mode != "eager")
 
