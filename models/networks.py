@@ -37,7 +37,8 @@ def set_network_precision(thin_layer_grad: str = "exact", hidden_dtype: str = "f
 def exact_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     """``layer(x)`` as float32 products and sums, never a matrix product: a TF32 matrix product (--mode fast) rounds
     its inputs to a 10-bit mantissa, which for coordinates of size 40 is an error of about 0.02, a fifth of the noise
-    at sigma = 0.1. Meant for thin layers (few inputs or outputs), where the value costs little. [..., in] -> [..., out].
+    at sigma = 0.1. Meant for thin layers (few inputs or outputs), where the value costs little.
+    [..., in] -> [..., out].
 
     Its gradient costs more: the weight's is a reduction over every row, which compiles to slow kernels (half the
     K-sample step at d = 8). Under ``set_network_precision("matmul")`` the value is  P + stopgrad(V - P), with V the
