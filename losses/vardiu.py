@@ -18,7 +18,8 @@ tighter K-sample bound (docs/method.md, section 2)
                        - log p_d(x_t | sigma) ],     DKL <= U_K <= U_{K-1} <= ... <= U_0 = U,
 
 (z_0 = z, the draw that made x_t, is an exact posterior sample), and the posterior keeps its maximum-likelihood
-objective on z_0. Every function here is free of host synchronisations (no .item(), no validating distributions).
+objective on z_0. Above a noise level S (``prior_proposals_sigma``) the proposals can instead be the batch's other
+draws of z, prior samples that cost no generator pass (``prior_log_average``): U_{n-1} with the prior as proposal. Every function here is free of host synchronisations (no .item(), no validating distributions).
 """
 from __future__ import annotations
 
@@ -93,9 +94,24 @@ def importance_log_weights(generator: nn.Module, posterior: nn.Module, noise: No
     return (diagonal_normal_log_prob(z) + log_lik - log_q).reshape(k + 1, b)
 
 
+def prior_log_average(x0: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor, distinct: int) -> torch.Tensor:
+    """log (1/n) sum_j N(x_t; g(z_j), sigma^2 I) over the batch's n = ``distinct`` distinct draws z_j ~ N(0, I)
+    (x0[:n]; with antithetic pairs rows i and i + n share z_i): [B].
+
+    For row i the draw that made x_t^i is one of the n (the exact posterior draw z_0) and the other n - 1 are prior
+    draws independent of it, so this is the estimate inside U_{n-1} with the prior as proposal (p(z) / r(z) = 1):
+    E log of it >= log p_theta(x_t^i) whatever the other rows are. Where sigma is large the prior is close to the
+    posterior and n - 1 proposals cost no generator pass. x0 [B, d], x_t [B, d], sigma [B] -> [B]."""
+    d = x_t.shape[-1]
+    sq = (x_t.unsqueeze(1) - x0[:distinct].unsqueeze(0)).pow(2).sum(-1)  # [B, n]
+    log_lik = -0.5 * sq / sigma.pow(2).unsqueeze(-1)
+    return torch.logsumexp(log_lik, -1) - math.log(distinct) - d * torch.log(sigma) - 0.5 * d * LOG_2PI
+
+
 def vardiu_loss(generator: nn.Module, posterior: nn.Module, noise: NoiseBatch, target_score: ScoreFn,
                 weight: WeightFn, target_log_prob: Optional[LogProbFn] = None, control_variate: bool = False,
-                reduction: str = "sample", iw_samples: int = 0) -> LossOutput:
+                reduction: str = "sample", iw_samples: int = 0, prior_proposals_sigma: float = 0.0,
+                distinct: int | None = None) -> LossOutput:
     """The VarDiU surrogate for one batch.
 
     Args:
@@ -116,6 +132,10 @@ def vardiu_loss(generator: nn.Module, posterior: nn.Module, noise: NoiseBatch, t
             is that of U_K; the posterior's is -mean(w * log q_phi(z | stopgrad(x_t), sigma)), maximum likelihood as
             for K = 0; the bound's value is U_K's. The posterior must have ``log_prob_and_draws`` with
             reparameterised draws.
+        prior_proposals_sigma: S > 0: rows with sigma >= S take the batch's ``distinct`` draws as their proposals
+            (``prior_log_average``) in place of the posterior's K (any K >= 0); the posterior's loss is unchanged.
+            Each row's term is an upper bound of its own, so the total is one. 0: off.
+        distinct: how many leading rows of the batch hold distinct z (B / 2 with antithetic pairs, else B).
     """
     x0 = generator(noise.z)
     sigma = noise.sigma
@@ -125,20 +145,34 @@ def vardiu_loss(generator: nn.Module, posterior: nn.Module, noise: NoiseBatch, t
         score = target_score(x_t.detach(), sigma)
         if control_variate:
             score = score + noise.eps / sigma.unsqueeze(-1)
-    if iw_samples == 0:
+    prior_rows = sigma >= prior_proposals_sigma if prior_proposals_sigma else None  # [B], or None: off
+    if prior_rows is not None:
+        prior_avg = prior_log_average(x0, x_t, sigma, distinct or x0.shape[0])
+    if iw_samples == 0 and prior_rows is None:
         log_q = posterior.log_prob(noise.z, x_t, sigma)
         loss = -weighted_mean(w, log_q + (score * x0).sum(-1), reduction)
+    elif iw_samples == 0:
+        # U's surrogate, except that rows taking the prior's proposals keep x_t out of log q: their generator term
+        # is prior_avg, their posterior term the same maximum likelihood
+        log_q = posterior.log_prob(noise.z, torch.where(prior_rows.unsqueeze(-1), x_t.detach(), x_t), sigma)
+        loss = weighted_mean(w, torch.where(prior_rows, prior_avg, 0.0) - log_q - (score * x0).sum(-1), reduction)
     else:
         log_avg = torch.logsumexp(importance_log_weights(generator, posterior, noise, x0, x_t, iw_samples), 0)
         log_avg = log_avg - math.log(iw_samples + 1)
+        if prior_rows is not None:
+            log_avg = torch.where(prior_rows, prior_avg, log_avg)
         log_q = posterior.log_prob(noise.z, x_t.detach(), sigma)
         loss = weighted_mean(w, log_avg - (score * x0).sum(-1), reduction) - weighted_mean(w, log_q, reduction)
     bound = None
     if target_log_prob is not None:
         with torch.no_grad():
             log_p_target = target_log_prob(x_t.detach(), sigma)
-            terms = (vardiu_bound_terms(noise, log_q.detach(), log_p_target) if iw_samples == 0
-                     else log_avg.detach() - log_p_target)
+            if iw_samples == 0:
+                terms = vardiu_bound_terms(noise, log_q.detach(), log_p_target)
+                if prior_rows is not None:
+                    terms = torch.where(prior_rows, prior_avg.detach() - log_p_target, terms)
+            else:
+                terms = log_avg.detach() - log_p_target
             bound = weighted_mean(w, terms, reduction)
     return LossOutput(loss, bound)
 
@@ -156,6 +190,7 @@ class VarDiULoss:
     control_variate: bool = False
     reduction: str = "sample"
     iw_samples: int = 0
+    prior_proposals_sigma: float = 0.0
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -165,5 +200,6 @@ class VarDiULoss:
     def __call__(self, nets: dict[str, nn.Module], power: torch.Tensor) -> dict[str, torch.Tensor]:
         generator, posterior = nets["generator"], nets["posterior"]
         out = vardiu_loss(generator, posterior, self.noise.draw(generator.dim, power), self.target_score,
-                          self.weight, self.target_log_prob, self.control_variate, self.reduction, self.iw_samples)
+                          self.weight, self.target_log_prob, self.control_variate, self.reduction, self.iw_samples,
+                          self.prior_proposals_sigma, self.noise.batch_size // 2 if self.noise.antithetic else None)
         return {"loss": out.loss} if out.bound is None else {"loss": out.loss, "bound": out.bound}

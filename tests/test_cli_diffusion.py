@@ -110,6 +110,7 @@ BAD_INPUTS = [
     (["--time_limit", "inf"], "--time_limit must be a finite number"),
     (["--lr", "inf"], "--lr must be a finite number"),
     (["--iw_samples", "-1"], "--iw_samples must be 0"),
+    (["--prior_proposals_sigma", "-1"], "--prior_proposals_sigma must be 0 (off)"),
     (["--iw_samples", "2", "--posterior", "PLF", "--max_iter", "2"], "inverts by bisection"),
 ]
 

@@ -174,6 +174,11 @@ def add_vardiu_flags(parser: argparse.ArgumentParser) -> None:
                         "(importance weights p(z) N(x_t; g(z), sigma^2) / q(z | x_t)), the posterior keeps its "
                         "maximum-likelihood loss; about K + 1 times the generator's cost. 0 (default): the paper's "
                         "bound. Gaussian and NSF posteriors only")
+    g.add_argument("--prior_proposals_sigma", type=float, default=0.0, metavar="S",
+                   help="at noise levels sigma >= S the generator's bound takes the batch's other draws of z (prior "
+                        "samples: B/2 - 1 with antithetic pairs) as its importance proposals in place of the "
+                        "posterior's, at no extra generator pass; below S, --iw_samples as given; the posterior's "
+                        "loss is unchanged. 0 (default): off")
     g.add_argument("--weight_reduction", default="sample", choices=WEIGHT_REDUCTIONS,
                    help="sample: loss -mean(w * L), each sample weighted by its own w(sigma) (the paper); batch: "
                         "-mean(w) * mean(L), what the authors' scripts compute (their [B, 1] weight broadcasts "
@@ -231,6 +236,9 @@ def validate_training_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--time_limit must be 0 (none) or positive minutes, got {args.time_limit}")
     if getattr(args, "power_step", 0) < 0:
         raise UsageError(f"--power_step must be 0 or positive, got {args.power_step}")
+    if getattr(args, "prior_proposals_sigma", 0.0) < 0:
+        raise UsageError(f"--prior_proposals_sigma must be 0 (off) or a positive noise level, got "
+                         f"{args.prior_proposals_sigma}")
     if getattr(args, "iw_samples", 0) < 0:
         raise UsageError(f"--iw_samples must be 0 (the paper's bound) or a positive integer, got {args.iw_samples}")
     if args.sigma_min >= args.sigma_max:
