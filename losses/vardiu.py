@@ -19,7 +19,8 @@ tighter K-sample bound (docs/method.md, section 2)
 
 (z_0 = z, the draw that made x_t, is an exact posterior sample), and the posterior keeps its maximum-likelihood
 objective on z_0. Above a noise level S (``prior_proposals_sigma``) the proposals can instead be the batch's other
-draws of z, prior samples that cost no generator pass (``prior_log_average``): U_{n-1} with the prior as proposal. Every function here is free of host synchronisations (no .item(), no validating distributions).
+draws of z, prior samples that cost no generator pass (``prior_log_average``): U_{n-1} with the prior as proposal.
+Every function here is free of host synchronisations (no .item(), no validating distributions).
 """
 from __future__ import annotations
 
