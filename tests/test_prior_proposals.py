@@ -11,7 +11,8 @@ import math
 import pytest
 import torch
 
-from experiments.linear_gaussian import DiagonalLinearGenerator, LinearGaussianPosterior, gaussian_log_prob, gaussian_score
+from experiments.linear_gaussian import (DiagonalLinearGenerator, LinearGaussianPosterior, gaussian_log_prob,
+                                         gaussian_score)
 from losses.noise import draw_noise, make_weight
 from losses.vardiu import prior_log_average, vardiu_loss
 from utils.registry import method_trainer
