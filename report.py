@@ -571,6 +571,19 @@ def capacity_table() -> str:
     return "\n".join(lines)
 
 
+def proposal_ess_table() -> str:
+    """experiments/proposal_ess.py results (results/highdim/proposal_ess/d<D>.json): per sigma and d, the prior
+    proposals' effective sample size, median (10th percentile) over rows, of n draws."""
+    found = sorted((json.loads(p.read_text()) for p in (RESULTS / "highdim" / "proposal_ess").glob("*.json")),
+                   key=lambda r: r["dim"])
+    lines = ["| sigma | " + " | ".join(f"d = {r['dim']} (n = {r['draws']})" for r in found) + " |",
+             "|" + "---|" * (1 + len(found))]
+    for k, row in enumerate(found[0]["rows"]):
+        cells = [f"{r['rows'][k]['ess_median']:.1f} ({r['rows'][k]['ess_p10']:.1f})" for r in found]
+        lines.append(f"| {row['sigma']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def gap_table(probes: list[tuple[str, str]]) -> str:
     """experiments/bound_gap.py results: per noise level and probe, gap in nats (gap gradient / KL gradient, ess)."""
     found = [(json.loads((RESULTS / "highdim" / "gap" / f"{name}.json").read_text()), label) for name, label in probes]
@@ -612,6 +625,7 @@ BLOCKS = {
     "highdim-long-stages": lambda: highdim_run_stages(HIGHDIM_LONG, HIGHDIM_LONG_STAGES),
     "highdim-d32-stages": lambda: highdim_run_stages(HIGHDIM_D32, HIGHDIM_D32_STAGES),
     "highdim-capacity-table": capacity_table,
+    "highdim-proposal-ess-table": proposal_ess_table,
     "equality-table": lambda: summary_table(EQUALITY_ROWS, 10),
     "authors-teacher-trajectory": lambda: trajectory_table(
         [Row("authors_teacher", "vardiu_gaussian_teacher", "`paper` recipe, the authors' teacher"),
