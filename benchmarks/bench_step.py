@@ -27,8 +27,8 @@ from utils.registry import method_trainer
 from utils.run_io import write_result
 from utils.step import Trainer, prepare, resolve_device, synchronize
 
-# benchmark row -> (utils.registry method, its flags): the true score at the paper's sizes, and the K-sample
-# bound of the d = 8 study (docs/high-dimensional.md), timed only when --methods names it
+# benchmark row -> (utils.registry method, its flags): the true score at the paper's sizes, and the K-sample bound
+# and the prior proposals of the d = 8 study (docs/high-dimensional.md), timed only when --methods names them
 METHODS = {
     "vardiu_gaussian": ("vardiu_gaussian", ["--true_score"]),
     "vardiu_nsf": ("vardiu_nsf", ["--true_score"]),
@@ -36,6 +36,9 @@ METHODS = {
     "di_ss10": ("diff_instruct", ["--true_score", "--score_step", "10"]),
     "vardiu_gaussian_iw8_d8": ("vardiu_gaussian", ["--true_score", "--dim", "8", "--sigma_max", "150",
                                                    "--precondition", "--iw_samples", "8", "--weight", "sigma"]),
+    "vardiu_gaussian_prior20_d8": ("vardiu_gaussian", ["--true_score", "--dim", "8", "--sigma_max", "150",
+                                                       "--precondition", "--prior_proposals_sigma", "20",
+                                                       "--weight", "sigma"]),
 }
 PAPER_METHODS = ("vardiu_gaussian", "vardiu_nsf", "di_ss1", "di_ss10")
 

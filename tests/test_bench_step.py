@@ -3,6 +3,7 @@ bench_step or bench_wall lacks is one line."""
 import json
 
 import pytest
+import torch
 
 from benchmarks import bench_step, bench_wall
 
@@ -16,6 +17,14 @@ def test_the_k_sample_row_builds_the_d8_iteration_it_names(tmp_path):
                             "--methods", "vardiu_gaussian_iw8_d8", "--json", str(out)])
     assert [(r["method"], r["seeds"], r["mode"]) for r in rows] == [("vardiu_gaussian_iw8_d8", 1, "eager")]
     assert json.loads(out.read_text())["rows"][0]["ms_per_it"] > 0
+
+
+def test_the_prior_proposals_row_builds_the_d8_iteration_it_names():
+    trainer = bench_step.make_trainer("vardiu_gaussian_prior20_d8", 2, bench_step.resolve_device("cpu"))
+    loss_fn = trainer.method.updates[0].loss_fn
+    assert loss_fn.prior_proposals_sigma == 20 and loss_fn.iw_samples == 0 and loss_fn.noise.sigma_max == 150
+    trainer.iteration()
+    assert all(torch.isfinite(v).all() for v in trainer.sums.values())
 
 
 @pytest.mark.parametrize("bench", [bench_step, bench_wall])
