@@ -523,7 +523,7 @@ def highdim_run_stages(runs: list[tuple[str, str, str]], iterations: tuple[int, 
     """Per run (results/highdim/<folder/name>) and iteration: energy distance / mode-weight error / modes, mean
     over the seeds that reached it; then the training milliseconds per iteration (train_time / iteration at each
     seed's last evaluation, mean over seeds) and how the run shared the GPU."""
-    lines = ["| run | " + " | ".join(f"{it // 1000}k" for it in iterations) + " | training ms / iteration (GPU) |",
+    lines = ["| run | " + " | ".join(f"{it // 1000}k" for it in iterations) + " | training ms / iteration (sharing) |",
              "|" + "---|" * (2 + len(iterations))]
     for name, label, sharing in runs:
         seeds = seed_rows("highdim", name)
@@ -549,6 +549,12 @@ HIGHDIM_LONG = [  # folders under results/highdim: the paper's annealing speed, 
     ("d8_schedule_long/di1_d8_s150_slow_wsigma", "Diff-Instruct score_step 1, `--weight sigma`", "alone"),
 ]
 HIGHDIM_LONG_STAGES = (30_000, 60_000, 75_000, 90_000, 110_000, 139_000, 180_000, 227_000)
+HIGHDIM_CPU_PILOT = [  # folders under results/highdim: small networks on the CPU, --power_interval 500
+    ("cpu_pilot/gauss_d8_w128_pi500_wsigma", "VarDiU Gaussian, K = 0", "CPU, shared by 2"),
+    ("cpu_pilot/gauss_d8_w128_pi500_prior20_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 20`",
+     "CPU, shared by 2 to 33k, then alone"),
+]
+HIGHDIM_CPU_PILOT_STAGES = (5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 45_000)
 HIGHDIM_D32 = [  # d = 32, --sigma_max 250, the same schedule as HIGHDIM_PI500
     ("d32_pi500/gauss_d32_s250_pi500_iw8_wsigma", "VarDiU Gaussian, d = 32, `--iw_samples 8 --weight sigma`", "alone"),
 ]
@@ -623,6 +629,8 @@ BLOCKS = {
     "highdim-pi500-stages": lambda: highdim_run_stages(HIGHDIM_PI500, HIGHDIM_PI500_STAGES),
     "highdim-long-table": lambda: highdim_table("highdim", [(name, label) for name, label, _ in HIGHDIM_LONG]),
     "highdim-long-stages": lambda: highdim_run_stages(HIGHDIM_LONG, HIGHDIM_LONG_STAGES),
+    "highdim-cpu-pilot-table": lambda: highdim_table("highdim", [(n, label) for n, label, _ in HIGHDIM_CPU_PILOT]),
+    "highdim-cpu-pilot-stages": lambda: highdim_run_stages(HIGHDIM_CPU_PILOT, HIGHDIM_CPU_PILOT_STAGES),
     "highdim-d32-stages": lambda: highdim_run_stages(HIGHDIM_D32, HIGHDIM_D32_STAGES),
     "highdim-capacity-table": capacity_table,
     "highdim-proposal-ess-table": proposal_ess_table,
