@@ -85,3 +85,49 @@ def assert_complete_run_folder(run_dir: Path, iterations: list[int], eval_sample
 @pytest.fixture
 def tiny():
     return list(TINY)
+
+
+def assert_pathwise_gradient(run, a: torch.Tensor, b: torch.Tensor, h: float = 1e-6) -> None:
+    """``run(a, b) -> (generator, LossOutput)`` builds a linear generator and its loss on fixed random numbers: the
+    surrogate's autograd gradient in (a, b) equals central differences of the bound's Monte-Carlo value."""
+    gen, out = run(a, b)
+    out.loss.backward()
+    grad = torch.stack([gen.a.grad, gen.b.grad])
+    fd = torch.zeros(2, len(a), dtype=a.dtype)
+    for row, (da, db) in enumerate([(1, 0), (0, 1)]):
+        for i in range(len(a)):
+            e = torch.zeros_like(a)
+            e[i] = h
+            up, down = run(a + da * e, b + db * e)[1].bound, run(a - da * e, b - db * e)[1].bound
+            fd[row, i] = (up - down) / (2 * h)
+    torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-8)
+    assert grad.abs().min() > 1e-3
+
+
+def assert_posterior_gradient_is_its_likelihood_term(gen, posterior, noise, loss_out, weight) -> None:
+    """After ``loss_out.loss`` is backpropagated, the posterior's gradient is that of -mean(w log q(z | x_t)) with
+    x_t detached: maximum likelihood alone."""
+    loss_out.loss.backward()
+    got = [p.grad.clone() for p in posterior.parameters()]
+    for p in posterior.parameters():
+        p.grad = None
+    x_t = (gen(noise.z) + noise.sigma[:, None] * noise.eps).detach()
+    (-(weight(noise.sigma) * posterior.log_prob(noise.z, x_t, noise.sigma)).mean()).backward()
+    for g, p in zip(got, posterior.parameters()):
+        torch.testing.assert_close(g, p.grad)
+
+
+def assert_training_stays_finite_and_moves_every_network(method: str, flags: list[str], iterations: int = 30):
+    """Two vectorised seeds of ``method`` on the CPU, the power rising from 0.1: every logged sum finite, every
+    network changed. Returns the trainer."""
+    from utils.registry import method_trainer
+    torch.manual_seed(0)
+    trainer = method_trainer(method, flags, [0, 1], torch.device("cpu"))
+    before = {name: [p.detach().clone() for p in trainer.nets.parameters(name)] for name in trainer.nets.modules}
+    for it in range(iterations):
+        trainer.power.fill_(0.1 + 0.05 * it)
+        trainer.iteration()
+    assert all(torch.isfinite(v).all() for v in trainer.sums.values()), trainer.sums
+    for name, old in before.items():
+        assert any(not torch.equal(o, p) for o, p in zip(old, trainer.nets.parameters(name))), name
+    return trainer

@@ -11,11 +11,13 @@ import math
 import pytest
 import torch
 
+from conftest import (assert_pathwise_gradient, assert_posterior_gradient_is_its_likelihood_term,
+                      assert_training_stays_finite_and_moves_every_network)
+
 from experiments.linear_gaussian import (DiagonalLinearGenerator, LinearGaussianPosterior, gaussian_log_prob,
                                          gaussian_score)
 from losses.noise import draw_noise, make_weight
 from losses.vardiu import prior_log_average, vardiu_loss
-from utils.registry import method_trainer
 
 A, B = torch.tensor([1.5, 0.7], dtype=torch.float64), torch.tensor([0.3, -0.4], dtype=torch.float64)
 M, S = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([1.2, 0.9], dtype=torch.float64)
@@ -96,48 +98,22 @@ def test_the_generator_gradient_is_the_pathwise_derivative_of_the_bound(k):
         torch.manual_seed(7)
         return gen, loss(gen, posterior, noise, k, 2.5)
 
-    gen, out = run(A, B)
-    out.loss.backward()
-    grad = torch.stack([gen.a.grad, gen.b.grad])
-    h, fd = 1e-6, torch.zeros(2, 2, dtype=torch.float64)
-    for row, (da, db) in enumerate([(1, 0), (0, 1)]):
-        for i in range(2):
-            e = torch.zeros(2, dtype=torch.float64)
-            e[i] = h
-            up, down = run(A + da * e, B + db * e)[1].bound, run(A - da * e, B - db * e)[1].bound
-            fd[row, i] = (up - down) / (2 * h)
-    torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-8)
-    assert grad.abs().min() > 1e-3
+    assert_pathwise_gradient(run, A, B)
 
 
 @pytest.mark.parametrize("k", [0, 4])
 def test_the_posterior_gradient_stays_its_maximum_likelihood_term(k):
     gen, posterior = DiagonalLinearGenerator(A, B), LinearGaussianPosterior(A, B, **PERTURBED)
     noise = noise_batch(256, 4, power=1.0)
-    loss(gen, posterior, noise, k, 2.5).loss.backward()
-    got = [p.grad.clone() for p in posterior.parameters()]
-    for p in posterior.parameters():
-        p.grad = None
-    x_t = (gen(noise.z) + noise.sigma[:, None] * noise.eps).detach()
-    w = make_weight(WEIGHT, SIGMA_MAX)(noise.sigma)
-    (-(w * posterior.log_prob(noise.z, x_t, noise.sigma)).mean()).backward()
-    for g, p in zip(got, posterior.parameters()):
-        torch.testing.assert_close(g, p.grad)
+    assert_posterior_gradient_is_its_likelihood_term(gen, posterior, noise, loss(gen, posterior, noise, k, 2.5),
+                                                     make_weight(WEIGHT, SIGMA_MAX))
 
 
 def test_training_with_prior_proposals_at_d8_stays_finite_and_moves_both_networks():
     flags = ["--true_score", "--width", "32", "--depth", "2", "--batch_size", "64", "--dim", "8", "--sigma_max", "150",
              "--precondition", "--prior_proposals_sigma", "20"]
-    torch.manual_seed(0)
-    trainer = method_trainer("vardiu_gaussian", flags, [0, 1], torch.device("cpu"))
+    trainer = assert_training_stays_finite_and_moves_every_network("vardiu_gaussian", flags)
     assert trainer.method.updates[0].loss_fn.prior_proposals_sigma == 20
-    before = {name: [p.detach().clone() for p in trainer.nets.parameters(name)] for name in trainer.nets.modules}
-    for it in range(30):
-        trainer.power.fill_(0.1 + 0.05 * it)
-        trainer.iteration()
-    assert all(torch.isfinite(v).all() for v in trainer.sums.values()), trainer.sums
-    for name, old in before.items():
-        assert any(not torch.equal(o, p) for o, p in zip(old, trainer.nets.parameters(name))), name
 
 
 @pytest.mark.parametrize("k", [0, 4])
