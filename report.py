@@ -519,6 +519,11 @@ HIGHDIM_IW = [  # folders under results/highdim
 HIGHDIM_IW_STAGES = (4_000, 12_000, 20_000, 30_000, 40_000, 55_000)
 
 
+def highdim_run_table(runs: list[tuple[str, str, str]]) -> str:
+    """``highdim_table`` of runs given as ``highdim_run_stages`` takes them (results/highdim/<folder/name>)."""
+    return highdim_table("highdim", [(name, label) for name, label, _ in runs])
+
+
 def highdim_run_stages(runs: list[tuple[str, str, str]], iterations: tuple[int, ...]) -> str:
     """Per run (results/highdim/<folder/name>) and iteration: energy distance / mode-weight error / modes, mean
     over the seeds that reached it; then the training milliseconds per iteration (train_time / iteration at each
@@ -623,13 +628,13 @@ BLOCKS = {
     "highdim-d8-table": lambda: highdim_table("highdim/d8_schedule", HIGHDIM_D8),
     "highdim-d8-stages": lambda: highdim_stages("highdim/d8_schedule", HIGHDIM_D8, HIGHDIM_D8_STAGES),
     "highdim-gap-table": lambda: gap_table(GAP_PROBES),
-    "highdim-iw-table": lambda: highdim_table("highdim", [(name, label) for name, label, _ in HIGHDIM_IW]),
+    "highdim-iw-table": lambda: highdim_run_table(HIGHDIM_IW),
     "highdim-iw-stages": lambda: highdim_run_stages(HIGHDIM_IW, HIGHDIM_IW_STAGES),
-    "highdim-pi500-table": lambda: highdim_table("highdim", [(name, label) for name, label, _ in HIGHDIM_PI500]),
+    "highdim-pi500-table": lambda: highdim_run_table(HIGHDIM_PI500),
     "highdim-pi500-stages": lambda: highdim_run_stages(HIGHDIM_PI500, HIGHDIM_PI500_STAGES),
-    "highdim-long-table": lambda: highdim_table("highdim", [(name, label) for name, label, _ in HIGHDIM_LONG]),
+    "highdim-long-table": lambda: highdim_run_table(HIGHDIM_LONG),
     "highdim-long-stages": lambda: highdim_run_stages(HIGHDIM_LONG, HIGHDIM_LONG_STAGES),
-    "highdim-cpu-pilot-table": lambda: highdim_table("highdim", [(n, label) for n, label, _ in HIGHDIM_CPU_PILOT]),
+    "highdim-cpu-pilot-table": lambda: highdim_run_table(HIGHDIM_CPU_PILOT),
     "highdim-cpu-pilot-stages": lambda: highdim_run_stages(HIGHDIM_CPU_PILOT, HIGHDIM_CPU_PILOT_STAGES),
     "highdim-d32-stages": lambda: highdim_run_stages(HIGHDIM_D32, HIGHDIM_D32_STAGES),
     "highdim-capacity-table": capacity_table,

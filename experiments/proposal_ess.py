@@ -4,7 +4,7 @@
 
 For a generator that samples MoG40 exactly (the target's own samples stand in for g(z_1..z_n), n = B/2 = 512 as
 in a training batch of 1,024 antithetic rows), each row x_t = x0_i + sigma eps weighs the n draws by
-N(x_t; x0_j, sigma^2 I), its own among them (``losses.vardiu.prior_log_average``). The effective sample size of
+N(x_t; x0_j, sigma^2 I), its own among them (``losses.vardiu.pairwise_log_likelihood``, as the loss weighs them). The effective sample size of
 those weights, (sum w)^2 / sum w^2, between 1 (one draw carries all the weight: no better than the row's own z)
 and n, is reported per sigma as the median and the 10th percentile over rows; compare K + 1 for --iw_samples K.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from losses.vardiu import pairwise_log_likelihood
 from utils.cli import UsageError, exit_on_usage_error
 from utils.registry import make_target
 from utils.run_io import write_result
@@ -22,8 +23,7 @@ from utils.run_io import write_result
 
 def proposal_ess(x0: torch.Tensor, x_t: torch.Tensor, sigma: float) -> torch.Tensor:
     """Per row of x_t [B, d]: the effective sample size of the weights N(x_t; x0_j, sigma^2 I) over x0 [n, d]: [B]."""
-    log_w = -0.5 * (x_t.unsqueeze(1) - x0.unsqueeze(0)).pow(2).sum(-1) / sigma ** 2
-    w = torch.softmax(log_w, -1)
+    w = torch.softmax(pairwise_log_likelihood(x0, x_t, torch.full((x_t.shape[0],), float(sigma))), -1)
     return 1.0 / w.pow(2).sum(-1)
 
 

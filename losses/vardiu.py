@@ -95,6 +95,12 @@ def importance_log_weights(generator: nn.Module, posterior: nn.Module, noise: No
     return (diagonal_normal_log_prob(z) + log_lik - log_q).reshape(k + 1, b)
 
 
+def pairwise_log_likelihood(x0: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """log N(x_t^i; x0_j, sigma_i^2 I) up to its normaliser, -|x_t^i - x0_j|^2 / (2 sigma_i^2), for every row i of
+    x_t [B, d] (sigma [B]) and every x0_j of x0 [n, d]: [B, n]. The prior proposals' log-weights."""
+    return -0.5 * (x_t.unsqueeze(1) - x0.unsqueeze(0)).pow(2).sum(-1) / sigma.pow(2).unsqueeze(-1)
+
+
 def prior_log_average(x0: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor, distinct: int) -> torch.Tensor:
     """log (1/n) sum_j N(x_t; g(z_j), sigma^2 I) over the batch's n = ``distinct`` distinct draws z_j ~ N(0, I)
     (x0[:n]; with antithetic pairs rows i and i + n share z_i): [B].
@@ -104,8 +110,7 @@ def prior_log_average(x0: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor, 
     E log of it >= log p_theta(x_t^i) whatever the other rows are. Where sigma is large the prior is close to the
     posterior and n - 1 proposals cost no generator pass. x0 [B, d], x_t [B, d], sigma [B] -> [B]."""
     d = x_t.shape[-1]
-    sq = (x_t.unsqueeze(1) - x0[:distinct].unsqueeze(0)).pow(2).sum(-1)  # [B, n]
-    log_lik = -0.5 * sq / sigma.pow(2).unsqueeze(-1)
+    log_lik = pairwise_log_likelihood(x0[:distinct], x_t, sigma)  # [B, n]
     return torch.logsumexp(log_lik, -1) - math.log(distinct) - d * torch.log(sigma) - 0.5 * d * LOG_2PI
 
 

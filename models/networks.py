@@ -4,6 +4,7 @@ Reference sizes (docs/method.md, section 5): width 400, 4 hidden layers, SiLU.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -56,8 +57,8 @@ class MLP(nn.Sequential):
 
     The first and the last layer, which take coordinates in (z, x_t, sigma) and give coordinates out (x0, a mean),
     are computed with ``exact_linear``; only the width x width hidden products may use TF32 (--mode fast), or
-    bfloat16 with their activations (``set_network_precision``), the last hidden activation then cast back to
-    float32 before the last layer."""
+    bfloat16 with their activations (``set_network_precision``), the last hidden activation then cast back to the
+    input's dtype before the last layer."""
 
     def __init__(self, in_dim: int, out_dim: int, width: int = 400, depth: int = 4):
         layers: list[nn.Module] = []
@@ -69,18 +70,16 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layers = list(self)
+        layers, dtype = list(self), x.dtype
         x = exact_linear(x, layers[0])
         if len(layers) == 1:
             return x
-        if _precision["hidden_dtype"] == "float32":
+        hidden = (contextlib.nullcontext() if _precision["hidden_dtype"] == "float32"
+                  else torch.autocast(x.device.type, dtype=torch.bfloat16))
+        with hidden:
             for layer in layers[1:-1]:
                 x = layer(x)
-            return exact_linear(x, layers[-1])
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            for layer in layers[1:-1]:
-                x = layer(x)
-        return exact_linear(x.float(), layers[-1])
+        return exact_linear(x.to(dtype), layers[-1])  # a no-op unless the hidden layers ran in bfloat16
 
 
 class Generator(nn.Module):
