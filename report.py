@@ -395,6 +395,31 @@ TEACHER_ROWS = [Row("paper", "vardiu_gaussian_teacher", "`paper` recipe, our tea
 EQUALITY_ROWS = [Row("equality/exact", "vardiu_gaussian_true", "`--mode exact`"),
                  Row("equality/fast", "vardiu_gaussian_true", "`--mode fast`")]
 MILESTONES = (50_000, 100_000, 200_000, 400_000, 600_000, 800_000, 1_000_000)
+EQUALITY_ARMS = [  # (folder under results/equality, label, iteration, window): each against equality/exact
+    ("fast", "`--mode fast`", 240_000, 1), ("fast", "`--mode fast`", 240_000, 20),
+    ("fast", "`--mode fast`", 200_000, 1), ("fast", "`--mode fast`", 200_000, 20),
+    ("thin_matmul", "`--thin_layer_grad matmul`", 200_000, 1), ("thin_matmul", "`--thin_layer_grad matmul`", 200_000, 20),
+    ("bf16", "`--thin_layer_grad matmul --hidden_dtype bfloat16`", 200_000, 20),
+    ("bf16", "`--thin_layer_grad matmul --hidden_dtype bfloat16`", 240_000, 1),
+    ("bf16", "`--thin_layer_grad matmul --hidden_dtype bfloat16`", 240_000, 20),
+]
+
+
+def equality_criterion_table(arms: list[tuple[str, str, int, int]]) -> str:
+    """benchmarks/equality_study.compare of each arm (results/equality/<folder>) against results/equality/exact at
+    an iteration, each seed averaged over ``window`` evaluations: both arms' means, the differences, the verdict."""
+    from benchmarks.equality_study import TOLERANCE, compare, read_arm
+    reference = read_arm(RESULTS / "equality" / "exact")
+    lines = ["| arm | seeds | iteration | evaluations per seed | log density (exact / arm) | difference "
+             f"(tolerance {TOLERANCE['logpd']}) | log MMD (exact / arm) | difference (tolerance {TOLERANCE['log_mmd']}) "
+             "| criterion |", "|" + "---|" * 9]
+    for folder, label, at, window in arms:
+        r = compare([reference, read_arm(RESULTS / "equality" / folder)], ["exact", folder], at, window)
+        ref, arm, d = r["arms"]["exact"], r["arms"][folder], r["difference"]
+        lines.append(f"| {label} | {arm['seeds']} | {at:,} | {window} | {ref['logpd_mean']:.3f} / {arm['logpd_mean']:.3f}"
+                     f" | {d['logpd']:+.3f} | {ref['log_mmd_mean']:.2f} / {arm['log_mmd_mean']:.2f} | "
+                     f"{d['log_mmd']:+.2f} | {'passed' if r['passed'] else 'failed'} |")
+    return "\n".join(lines)
 
 def speed_table() -> str:
     """Every row of benchmarks/results/bench_wall_*.json: ms per iteration with and without evaluation, then the
@@ -410,6 +435,22 @@ def speed_table() -> str:
                       else f"failed: {r['error'].split(': ')[-1]} | ")
             lines.append(f"| {r['method']} | {r['seeds']} | {r['mode']} | {timing} | {data['device']} | "
                          f"{data['torch']} | `{path.name}` |")
+    return "\n".join(lines + [""] + commands)
+
+
+def step_precision_table() -> str:
+    """Every row of benchmarks/results/bench_step_h200_*.json (benchmarks/bench_step.py, iterations only): ms per
+    iteration and per seed-iteration under each --thin_layer_grad / --hidden_dtype, then each file's command."""
+    lines = ["| method | seeds | `--mode` | `--thin_layer_grad` | `--hidden_dtype` | ms / iteration | ms / seed-iteration "
+             "| card | torch | date | file |", "|" + "---|" * 11]
+    commands = []
+    for path in sorted((ROOT / "benchmarks" / "results").glob("bench_step_h200_*.json")):
+        data = json.loads(path.read_text())
+        commands.append(f"- `{path.name}`: `{data['command']}`")
+        for r in data["rows"]:
+            lines.append(f"| {r['method']} | {r['seeds']} | {r['mode']} | {r.get('thin_layer_grad', 'exact')} | "
+                         f"{r.get('hidden_dtype', 'float32')} | {r['ms_per_it']:.3f} | {r['ms_per_seed_it']:.3f} | "
+                         f"{data['device_name']} | {data['torch']} | {data.get('date', 'undated')} | `{path.name}` |")
     return "\n".join(lines + [""] + commands)
 
 
@@ -548,6 +589,17 @@ HIGHDIM_PI500 = [  # folders under results/highdim: one schedule, --power_interv
     ("d8_pi500/di1_d8_s150_pi500_wsigma", "Diff-Instruct score_step 1, `--weight sigma`", "alone"),
 ]
 HIGHDIM_PI500_STAGES = (10_000, 20_000, 30_000, 45_000, 55_000, 65_000, 80_000)
+HIGHDIM_FIXES = [  # folders under results/highdim: the candidate fixes on HIGHDIM_PI500's schedule, --weight sigma
+    ("d8_pi500/gauss_d8_s150_pi500_wsigma", "VarDiU Gaussian, K = 0", "shared by 3"),
+    ("d8_pi500/gauss_d8_s150_pi500_prior20_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 20`", "shared by 3"),
+    ("d8_pi500/gauss_d8_s150_pi500_iw8_wsigma", "VarDiU Gaussian, `--iw_samples 8`", "alone"),
+    ("d8_pi500/gauss_d8_s150_pi500_prior20_iw8_wsigma_mm",
+     "VarDiU Gaussian, `--iw_samples 8 --prior_proposals_sigma 20 --thin_layer_grad matmul`", "shared by 3"),
+    ("d8_pi500/gauss_d8_s150_pi500_iw32_wsigma_mm", "VarDiU Gaussian, `--iw_samples 32 --thin_layer_grad matmul`",
+     "shared by 3"),
+    ("d8_pi500/di1_d8_s150_pi500_wsigma", "Diff-Instruct score_step 1", "alone"),
+]
+HIGHDIM_FIXES_STAGES = (5_000, 10_000, 17_000, 30_000, 45_000, 60_000, 84_000)
 HIGHDIM_LONG = [  # folders under results/highdim: the paper's annealing speed, --power_interval 1000 (p = 2 at 190k)
     ("d8_schedule_long/gauss_d8_s150_slow_iw8_wsigma_mm",
      "VarDiU Gaussian, `--iw_samples 8 --weight sigma --thin_layer_grad matmul`", "alone"),
@@ -621,6 +673,8 @@ BLOCKS = {
     "teacher-study-table": lambda: summary_table(TEACHER_STUDY_ROWS, 10, (100_000, 200_000, 300_000, 500_000)),
     "teacher-rows-table": lambda: summary_table(TEACHER_ROWS, 50),
     "speed-table": speed_table,
+    "step-precision-table": step_precision_table,
+    "equality-criterion-table": lambda: equality_criterion_table(EQUALITY_ARMS),
     "grid-cost-table": grid_cost_table,
     "run-index": run_index_tables,
     "demo-line": demo_line,
@@ -632,6 +686,8 @@ BLOCKS = {
     "highdim-iw-stages": lambda: highdim_run_stages(HIGHDIM_IW, HIGHDIM_IW_STAGES),
     "highdim-pi500-table": lambda: highdim_run_table(HIGHDIM_PI500),
     "highdim-pi500-stages": lambda: highdim_run_stages(HIGHDIM_PI500, HIGHDIM_PI500_STAGES),
+    "highdim-fixes-table": lambda: highdim_run_table(HIGHDIM_FIXES),
+    "highdim-fixes-stages": lambda: highdim_run_stages(HIGHDIM_FIXES, HIGHDIM_FIXES_STAGES),
     "highdim-long-table": lambda: highdim_run_table(HIGHDIM_LONG),
     "highdim-long-stages": lambda: highdim_run_stages(HIGHDIM_LONG, HIGHDIM_LONG_STAGES),
     "highdim-cpu-pilot-table": lambda: highdim_run_table(HIGHDIM_CPU_PILOT),

@@ -1,6 +1,7 @@
 """High-dimensional metrics of several runs against iterations and against training time (docs/high-dimensional.md).
 
     python experiments/highdim_figure.py results/highdim/d8_schedule --out docs/figures/highdim/d8_schedule.png
+    python experiments/highdim_figure.py results/highdim/d8_pi500 --runs gauss_d8_s150_pi500,di1_d8_s150_pi500_wsigma --out f.png
 
 Run folders ``<name>_seed<N>`` are grouped by name; each panel shows the mean over a run's seeds (shaded: ± one
 std) of energy distance, mode-weight error and modes covered, per evaluation that every seed reached, against the
@@ -49,10 +50,18 @@ def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folder", help="a folder of run folders <name>_seed<N>")
     p.add_argument("--out", required=True, help="the figure to write (.png)")
+    p.add_argument("--runs", default=None, help="comma-separated run names to draw (default: every run in the folder)")
     a = p.parse_args(argv)
     groups = grouped_runs(Path(a.folder))
     if not groups:
         raise UsageError(f"{a.folder}: no run folders <name>_seed<N> with a metrics.csv")
+    if a.runs is not None:
+        names = a.runs.split(",")
+        unknown = [name for name in names if name not in groups]
+        if unknown:
+            raise UsageError(f"--runs: no run folders {', '.join(unknown)}_seed<N> in {a.folder} "
+                             f"(there: {', '.join(sorted(groups))})")
+        groups = {name: groups[name] for name in names}
     missing = [name for name, seeds in groups.items() if any(k not in seeds[0][0] for k, _ in PANELS)]
     if missing:
         raise UsageError(f"{', '.join(missing)}: no high-dimensional metrics (runs with --dim > 2 have them)")

@@ -39,3 +39,20 @@ def test_equality_study_needs_an_evaluation_at_the_iteration(tmp_path):
     with pytest.raises(SystemExit) as exc:
         equality_study.main([str(tmp_path / "a"), str(tmp_path / "b"), "--at", "5000", "--out", str(tmp_path / "o")])
     assert exc.value.code == 2
+
+
+def test_equality_study_window_averages_each_seed_over_the_evaluations_up_to_the_iteration(tmp_path):
+    """Arm b's log density ends 0.06 above arm a's (fails at one evaluation) but sits 0.03 above it one evaluation
+    earlier: over the last two evaluations the difference is their mean, 0.045, inside the tolerance."""
+    fake_arm(tmp_path / "a", -7.0, -7.0)
+    fake_arm(tmp_path / "b", -7.0 + 0.06, -7.0)
+    args = [str(tmp_path / "a"), str(tmp_path / "b"), "--at", "2000", "--out", str(tmp_path / "out")]
+    assert equality_study.main(args)["passed"] is False
+    result = equality_study.main(args + ["--window", "2"])
+    assert result["arms"]["a"]["logpd_mean"] == pytest.approx((-13.5 - 7.0) / 2 + 0.01)
+    assert result["difference"]["logpd"] == pytest.approx(0.045)
+    assert result["passed"] is True and result["window"] == 2
+    assert "over the 2 evaluations to 2000" in (tmp_path / "out" / "equality.md").read_text()
+    with pytest.raises(SystemExit) as exc:
+        equality_study.main(args + ["--window", "4"])
+    assert exc.value.code == 2

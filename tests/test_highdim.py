@@ -86,3 +86,10 @@ def test_highdim_figure_draws_runs_by_name_and_refuses_2d_runs(tmp_path):
     with pytest.raises(SystemExit) as exc:
         highdim_figure.main([str(tmp_path / "runs"), "--out", str(tmp_path / "fig2.png")])
     assert exc.value.code == 2
+    # --runs draws the named runs only (so the 2-D run is left out), and refuses a name with no folders
+    fake("b", 0, ["energy", "mode_tv", "modes"])
+    out = highdim_figure.main([str(tmp_path / "runs"), "--runs", "b,a", "--out", str(tmp_path / "fig3.png")])
+    assert out.is_file()
+    with pytest.raises(SystemExit) as exc:
+        highdim_figure.main([str(tmp_path / "runs"), "--runs", "a,c", "--out", str(tmp_path / "fig4.png")])
+    assert exc.value.code == 2
