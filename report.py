@@ -421,6 +421,7 @@ def equality_criterion_table(arms: list[tuple[str, str, int, int]]) -> str:
                      f"{d['log_mmd']:+.2f} | {'passed' if r['passed'] else 'failed'} |")
     return "\n".join(lines)
 
+
 def speed_table() -> str:
     """Every row of benchmarks/results/bench_wall_*.json: ms per iteration with and without evaluation, then the
     command that wrote each file. A row whose run failed says so."""

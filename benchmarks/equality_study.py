@@ -10,8 +10,9 @@
 
 The criterion (the speed issue's): at ``--at`` iterations the arms' mean log density over seeds differs by at most
 0.05 and their mean log MMD by at most 0.2. ``--window W`` first averages each seed over its W evaluations that end
-at ``--at`` (default 1: the evaluation at ``--at`` alone), which damps the evaluation-to-evaluation noise. Writes equality.png (mean +- std over seeds against iterations, both
-metrics), equality.json and equality.md, and prints whether the criterion holds (exit code 0 either way).
+at ``--at`` (default 1: the evaluation at ``--at`` alone), which damps the evaluation-to-evaluation noise. Writes
+equality.png (mean +- std over seeds against iterations, both metrics), equality.json and equality.md, and prints
+whether the criterion holds (exit code 0 either way).
 """
 from __future__ import annotations
 
