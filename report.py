@@ -601,22 +601,40 @@ HIGHDIM_FIXES = [  # folders under results/highdim: the candidate fixes on HIGHD
     ("d8_pi500/di1_d8_s150_pi500_wsigma", "Diff-Instruct score_step 1", "alone"),
 ]
 HIGHDIM_FIXES_STAGES = (5_000, 10_000, 17_000, 30_000, 45_000, 60_000, 84_000)
+HIGHDIM_PRIOR_SIGMA = [  # folders under results/highdim: K = 0 with prior proposals from lower noise (HIGHDIM_FIXES)
+    ("d8_pi500/gauss_d8_s150_pi500_prior20_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 20`",
+     "shared by 3"),
+    ("d8_pi500/gauss_d8_s150_pi500_prior10_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 10`",
+     "shared by 4"),
+    ("d8_pi500/gauss_d8_s150_pi500_prior5_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 5`",
+     "shared by 4"),
+    ("d8_pi500/gauss_d8_s150_pi500_prior1_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 1`",
+     "shared by 3"),
+    ("d8_pi500/gauss_d8_s150_pi500_iw8_wsigma", "VarDiU Gaussian, `--iw_samples 8`", "alone"),
+    ("d8_pi500/di1_d8_s150_pi500_wsigma", "Diff-Instruct score_step 1", "alone"),
+]
+HIGHDIM_PRIOR_SIGMA_STAGES = (10_000, 20_000, 30_000, 40_000, 45_000, 56_000, 64_000, 86_000)
 HIGHDIM_LONG = [  # folders under results/highdim: the paper's annealing speed, --power_interval 1000 (p = 2 at 190k)
     ("d8_schedule_long/gauss_d8_s150_slow_iw8_wsigma_mm",
      "VarDiU Gaussian, `--iw_samples 8 --weight sigma --thin_layer_grad matmul`", "alone"),
+    ("d8_schedule_long/gauss_d8_s150_slow_prior5_wsigma",
+     "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 5 --weight sigma`", "shared by 3"),
     ("d8_schedule_long/di1_d8_s150_slow_wsigma", "Diff-Instruct score_step 1, `--weight sigma`", "alone"),
 ]
-HIGHDIM_LONG_STAGES = (30_000, 60_000, 75_000, 90_000, 110_000, 139_000, 180_000, 227_000)
+HIGHDIM_LONG_STAGES = (30_000, 60_000, 75_000, 86_000, 90_000, 110_000, 139_000, 180_000, 227_000)
 HIGHDIM_CPU_PILOT = [  # folders under results/highdim: small networks on the CPU, --power_interval 500
     ("cpu_pilot/gauss_d8_w128_pi500_wsigma", "VarDiU Gaussian, K = 0", "CPU, shared by 2"),
     ("cpu_pilot/gauss_d8_w128_pi500_prior20_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 20`",
      "CPU, shared by 2 to 33k, then alone"),
 ]
 HIGHDIM_CPU_PILOT_STAGES = (5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 45_000)
-HIGHDIM_D32 = [  # d = 32, --sigma_max 250, the same schedule as HIGHDIM_PI500
-    ("d32_pi500/gauss_d32_s250_pi500_iw8_wsigma", "VarDiU Gaussian, d = 32, `--iw_samples 8 --weight sigma`", "alone"),
+HIGHDIM_D32 = [  # d = 32, --sigma_max 250, the same schedule as HIGHDIM_PI500, --weight sigma
+    ("d32_pi500/gauss_d32_s250_pi500_iw8_wsigma", "VarDiU Gaussian, `--iw_samples 8`", "alone"),
+    ("d32_pi500/gauss_d32_s250_pi500_prior10_wsigma_si2000", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 10`",
+     "alone"),
+    ("d32_pi500/di1_d32_s250_pi500_wsigma_si2000", "Diff-Instruct score_step 1", "shared by 3"),
 ]
-HIGHDIM_D32_STAGES = (4_000, 8_000, 12_000, 16_000, 20_000, 24_000, 28_000)
+HIGHDIM_D32_STAGES = (10_000, 20_000, 28_000, 40_000, 46_000, 56_000, 64_000, 74_000)
 
 
 def capacity_table() -> str:
@@ -693,6 +711,9 @@ BLOCKS = {
     "highdim-long-stages": lambda: highdim_run_stages(HIGHDIM_LONG, HIGHDIM_LONG_STAGES),
     "highdim-cpu-pilot-table": lambda: highdim_run_table(HIGHDIM_CPU_PILOT),
     "highdim-cpu-pilot-stages": lambda: highdim_run_stages(HIGHDIM_CPU_PILOT, HIGHDIM_CPU_PILOT_STAGES),
+    "highdim-prior-sigma-table": lambda: highdim_run_table(HIGHDIM_PRIOR_SIGMA),
+    "highdim-prior-sigma-stages": lambda: highdim_run_stages(HIGHDIM_PRIOR_SIGMA, HIGHDIM_PRIOR_SIGMA_STAGES),
+    "highdim-d32-table": lambda: highdim_run_table(HIGHDIM_D32),
     "highdim-d32-stages": lambda: highdim_run_stages(HIGHDIM_D32, HIGHDIM_D32_STAGES),
     "highdim-capacity-table": capacity_table,
     "highdim-proposal-ess-table": proposal_ess_table,

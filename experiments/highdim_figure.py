@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from utils.cli import UsageError, exit_on_usage_error  # noqa: E402
 from utils.run_io import read_metric_rows  # noqa: E402
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> Path:
                 ax.set_ylabel(label)
                 ax.grid(alpha=0.3)
     for col, (key, _) in enumerate(PANELS):
+        axes[0][col].xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))  # 150k, not 150000
         for row in range(2):
             if key in LOG_PANELS:
                 axes[row][col].set_yscale("log")

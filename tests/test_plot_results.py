@@ -10,7 +10,7 @@ import pytest
 import plot_results
 import run_grid
 from conftest import read_metrics, run_script
-from utils.recipes import RECIPES, method_key
+from utils.recipes import HIGHDIM_PRIOR_PROPOSALS_SIGMA, RECIPES, method_key
 from utils.run_io import METRIC_COLUMNS
 
 RNG = np.random.default_rng(0)
@@ -130,12 +130,17 @@ def test_recipes_hold_the_stated_flags():
         assert method.script == scripts[key.split("_teacher")[0]]
         # Diff-Instruct anneals its power as in the matched recipe, so only the noise floor differs from it
         assert ("--anneal_power" in flags) == key.startswith("di_")
-    # highdim: one weight and schedule for every method of a d; VarDiU with the K-sample bound and preconditioning
+    # highdim: one weight and schedule for every method of a d; VarDiU with prior proposals (their threshold per d)
+    # and preconditioning
     assert len(RECIPES["highdim"]) == 16
     for key in RECIPES["highdim"]:
         flags = flags_of("highdim", key)
+        dim = int(key.rsplit("_d", 1)[1])
         assert "--weight sigma " in flags + " " and "--power_uncapped" in flags and "--true_score" in flags
-        assert ("--iw_samples 8" in flags) == ("--precondition" in flags) == key.startswith("vardiu")
+        assert f"--dim {dim} " in flags
+        prior = f"--prior_proposals_sigma {HIGHDIM_PRIOR_PROPOSALS_SIGMA[dim]}"
+        assert (prior in flags) == ("--precondition" in flags) == key.startswith("vardiu")
+        assert "--iw_samples" not in flags
 
 
 def test_summary_compares_seeds_of_different_lengths_at_their_common_iterations(tmp_path):
