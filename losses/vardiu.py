@@ -97,8 +97,14 @@ def importance_log_weights(generator: nn.Module, posterior: nn.Module, noise: No
 
 def pairwise_log_likelihood(x0: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """log N(x_t^i; x0_j, sigma_i^2 I) up to its normaliser, -|x_t^i - x0_j|^2 / (2 sigma_i^2), for every row i of
-    x_t [B, d] (sigma [B]) and every x0_j of x0 [n, d]: [B, n]. The prior proposals' log-weights."""
-    return -0.5 * (x_t.unsqueeze(1) - x0.unsqueeze(0)).pow(2).sum(-1) / sigma.pow(2).unsqueeze(-1)
+    x_t [B, d] (sigma [B]) and every x0_j of x0 [n, d]: [B, n]. The prior proposals' log-weights.
+
+    The squared distances are |x_t^i|^2 + |x0_j|^2 - 2 x_t^i . x0_j in float64, so that forward and backward hold
+    [B, n] values rather than the [B, n, d] differences: float64 keeps the cancellation error near 1e-16 |x|^2
+    (float32 would lose all digits of a distance small against |x|), and a float64 product is never TF32."""
+    a, b = x_t.double(), x0.double()
+    squared = a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1).unsqueeze(-2) - 2 * a @ b.transpose(-1, -2)
+    return (-0.5 * squared / sigma.double().pow(2).unsqueeze(-1)).to(x_t.dtype)
 
 
 def prior_log_average(x0: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor, distinct: int) -> torch.Tensor:

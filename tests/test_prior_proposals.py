@@ -17,7 +17,7 @@ from conftest import (assert_pathwise_gradient, assert_posterior_gradient_is_its
 from experiments.linear_gaussian import (DiagonalLinearGenerator, LinearGaussianPosterior, gaussian_log_prob,
                                          gaussian_score)
 from losses.noise import draw_noise, make_weight
-from losses.vardiu import prior_log_average, vardiu_loss
+from losses.vardiu import pairwise_log_likelihood, prior_log_average, vardiu_loss
 
 A, B = torch.tensor([1.5, 0.7], dtype=torch.float64), torch.tensor([0.3, -0.4], dtype=torch.float64)
 M, S = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([1.2, 0.9], dtype=torch.float64)
@@ -47,6 +47,20 @@ def test_the_average_runs_over_the_distinct_draws_by_hand():
         normal = torch.distributions.Normal(x0[:3], sigma[i])
         expected = torch.logsumexp(normal.log_prob(x_t[i]).sum(-1), 0) - math.log(3)
         torch.testing.assert_close(got[i], expected, rtol=0, atol=1e-12)
+
+
+def test_float32_log_weights_keep_the_digits_of_short_distances_far_from_the_origin():
+    """pairwise_log_likelihood expands |x_t - x0|^2 = |x_t|^2 + |x0|^2 - 2 x_t . x0; points near 1000 at distances
+    near 0.01 are where a float32 expansion would lose every digit of the distance (1000^2 * 6e-8 = 0.06)."""
+    torch.manual_seed(0)
+    x0 = 1000 + torch.randn(4, 8)
+    x_t = x0[torch.tensor([1, 0, 3, 2])] + 0.01 * torch.randn(4, 8)
+    sigma = torch.full((4,), 0.01)
+    got = pairwise_log_likelihood(x0, x_t, sigma)
+    diff = x_t.double().unsqueeze(1) - x0.double().unsqueeze(0)
+    expected = (-0.5 * diff.pow(2).sum(-1) / 0.01 ** 2).float()
+    assert got.dtype == torch.float32 and got.shape == (4, 4)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-3)
 
 
 def test_the_estimate_lies_above_log_p_and_falls_with_the_number_of_draws():
