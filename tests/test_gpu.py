@@ -35,6 +35,10 @@ def run_without_sync(trainer, power: float) -> dict:
     return trainer.sums
 
 
+# the high-dimensional study's setting (docs/high-dimensional.md), with the K-sample bound or prior proposals added
+D8 = ["--true_score", "--dim", "8", "--sigma_max", "150", "--precondition", "--weight", "sigma"]
+
+
 @pytest.mark.parametrize("method,flags", [
     ("vardiu_gaussian", ["--true_score"]),
     ("vardiu_nsf", ["--true_score"]),
@@ -45,6 +49,8 @@ def run_without_sync(trainer, power: float) -> dict:
     ("diff_instruct", ["--true_score", "--score_step", "1"]),
     ("diff_instruct", ["--true_score", "--score_step", "3", "--reference_generator_input"]),
     ("teacher", ["--batch_size", "1024"]),
+    ("vardiu_gaussian", D8 + ["--prior_proposals_sigma", "5"]),
+    ("vardiu_gaussian", D8 + ["--iw_samples", "8", "--prior_proposals_sigma", "20"]),
 ])
 def test_training_iteration_has_no_host_synchronisation(method, flags):
     sums = run_without_sync(make_trainer(method, flags, [0]), power=0.5)
@@ -67,6 +73,7 @@ FAST_PATH_CASES = {  # case -> (utils.registry method, flags)
     "vardiu_nsf": ("vardiu_nsf", ["--true_score"]),
     "vardiu_plf": ("vardiu_plf", ["--true_score"]),
     "diff_instruct_ss2": ("diff_instruct", ["--true_score", "--score_step", "2"]),
+    "vardiu_gaussian_prior5_d8": ("vardiu_gaussian", D8 + ["--prior_proposals_sigma", "5"]),
 }
 
 
@@ -106,7 +113,7 @@ def test_fast_path_matches_eager(case, seeds):
 
 
 @pytest.mark.parametrize("case,seeds", [("vardiu_gaussian", [0]), ("vardiu_gaussian", [0, 1, 2]), ("vardiu_nsf", [0]),
-                                        ("diff_instruct_ss2", [0, 1])])
+                                        ("diff_instruct_ss2", [0, 1]), ("vardiu_gaussian_prior5_d8", [0, 1])])
 def test_fast_mode_trains(case, seeds):
     """--mode fast (torch.compile, TF32 hidden products, CUDA graph) runs 300 finite iterations whose mean loss is
     close to the eager run's. It does not reproduce eager's numbers, so only the statistics are compared here;
