@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import chosen_methods
 from benchmarks.bench_wall import ms_per_iteration
 from run_grid import job_command, seed_jobs
 from utils.cli import UsageError, exit_on_usage_error
@@ -56,10 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", default=None, help="where to write the results (default: benchmarks/results/"
                                                 "grid_cost_<recipe>.json)")
     a = p.parse_args(argv)
-    methods = list(RECIPES[a.recipe]) if a.methods is None else a.methods.split(",")
-    unknown = [m for m in methods if m not in RECIPES[a.recipe]]
-    if unknown:
-        raise UsageError(f"--methods: {', '.join(unknown)} not in recipe {a.recipe}; see run_grid.py --list")
+    methods = list(RECIPES[a.recipe]) if a.methods is None else chosen_methods(a.methods, list(RECIPES[a.recipe]))
     parse_seeds(a.seeds)
     if not 0 < a.start < a.iters or a.max_iter <= 0:
         raise UsageError(f"need 0 < --start < --iters and --max_iter > 0, got {a.start}, {a.iters}, {a.max_iter}")
