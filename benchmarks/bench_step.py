@@ -28,7 +28,7 @@ from utils.run_io import write_result
 from utils.step import Trainer, prepare, resolve_device, synchronize
 
 # benchmark row -> (utils.registry method, its flags): the true score at the paper's sizes, and the K-sample bound
-# and the prior proposals of the d = 8 study (docs/high-dimensional.md), timed only when --methods names them
+# and the prior proposals of the d = 8 and d = 32 study (docs/high-dimensional.md), timed only when --methods names them
 METHODS = {
     "vardiu_gaussian": ("vardiu_gaussian", ["--true_score"]),
     "vardiu_nsf": ("vardiu_nsf", ["--true_score"]),
@@ -39,6 +39,9 @@ METHODS = {
     "vardiu_gaussian_prior20_d8": ("vardiu_gaussian", ["--true_score", "--dim", "8", "--sigma_max", "150",
                                                        "--precondition", "--prior_proposals_sigma", "20",
                                                        "--weight", "sigma"]),
+    "vardiu_gaussian_prior10_d32": ("vardiu_gaussian", ["--true_score", "--dim", "32", "--sigma_max", "250",
+                                                        "--precondition", "--prior_proposals_sigma", "10",
+                                                        "--weight", "sigma"]),
 }
 PAPER_METHODS = ("vardiu_gaussian", "vardiu_nsf", "di_ss1", "di_ss10")
 
