@@ -28,7 +28,8 @@ from utils.run_io import write_result
 from utils.step import Trainer, prepare, resolve_device, synchronize
 
 # benchmark row -> (utils.registry method, its flags): the true score at the paper's sizes, and the K-sample bound
-# and the prior proposals of the d = 8 and d = 32 studies (docs/high-dimensional.md), timed only when --methods names them
+# and the prior proposals of the d = 8 and d = 32 studies (docs/high-dimensional.md), timed only when --methods
+# names them
 METHODS = {
     "vardiu_gaussian": ("vardiu_gaussian", ["--true_score"]),
     "vardiu_nsf": ("vardiu_nsf", ["--true_score"]),
