@@ -395,30 +395,33 @@ TEACHER_ROWS = [Row("paper", "vardiu_gaussian_teacher", "`paper` recipe, our tea
 EQUALITY_ROWS = [Row("equality/exact", "vardiu_gaussian_true", "`--mode exact`"),
                  Row("equality/fast", "vardiu_gaussian_true", "`--mode fast`")]
 MILESTONES = (50_000, 100_000, 200_000, 400_000, 600_000, 800_000, 1_000_000)
-EQUALITY_ARMS = [  # (folder under results/equality, label, iteration, window): each against equality/exact
-    ("fast", "`--mode fast`", 240_000, 1), ("fast", "`--mode fast`", 240_000, 20),
-    ("fast", "`--mode fast`", 200_000, 1), ("fast", "`--mode fast`", 200_000, 20),
-    ("thin_matmul", "`--thin_layer_grad matmul`", 200_000, 1), ("thin_matmul", "`--thin_layer_grad matmul`", 200_000, 20),
-    ("bf16", "`--thin_layer_grad matmul --hidden_dtype bfloat16`", 200_000, 20),
-    ("bf16", "`--thin_layer_grad matmul --hidden_dtype bfloat16`", 240_000, 1),
-    ("bf16", "`--thin_layer_grad matmul --hidden_dtype bfloat16`", 240_000, 20),
+EQUALITY_ARM_LABELS = {  # folder under results/equality -> what the arm changes against equality/exact
+    "fast": "`--mode fast`",
+    "thin_matmul": "`--thin_layer_grad matmul`",
+    "bf16": "`--thin_layer_grad matmul --hidden_dtype bfloat16`",
+}
+EQUALITY_ARMS = [  # (folder under results/equality, iteration, window): each against equality/exact
+    ("fast", 240_000, 1), ("fast", 240_000, 20), ("fast", 200_000, 1), ("fast", 200_000, 20),
+    ("thin_matmul", 200_000, 1), ("thin_matmul", 200_000, 20),
+    ("bf16", 200_000, 20), ("bf16", 240_000, 1), ("bf16", 240_000, 20),
 ]
 
 
-def equality_criterion_table(arms: list[tuple[str, str, int, int]]) -> str:
+def equality_criterion_table(arms: list[tuple[str, int, int]]) -> str:
     """benchmarks/equality_study.compare of each arm (results/equality/<folder>) against results/equality/exact at
     an iteration, each seed averaged over ``window`` evaluations: both arms' means, the differences, the verdict."""
     from benchmarks.equality_study import TOLERANCE, compare, read_arm
     reference = read_arm(RESULTS / "equality" / "exact")
     lines = ["| arm | seeds | iteration | evaluations per seed | log density (exact / arm) | difference "
-             f"(tolerance {TOLERANCE['logpd']}) | log MMD (exact / arm) | difference (tolerance {TOLERANCE['log_mmd']}) "
-             "| criterion |", "|" + "---|" * 9]
-    for folder, label, at, window in arms:
+             f"(tolerance {TOLERANCE['logpd']}) | log MMD (exact / arm) | difference "
+             f"(tolerance {TOLERANCE['log_mmd']}) | criterion |", "|" + "---|" * 9]
+    for folder, at, window in arms:
         r = compare([reference, read_arm(RESULTS / "equality" / folder)], ["exact", folder], at, window)
         ref, arm, d = r["arms"]["exact"], r["arms"][folder], r["difference"]
-        lines.append(f"| {label} | {arm['seeds']} | {at:,} | {window} | {ref['logpd_mean']:.3f} / {arm['logpd_mean']:.3f}"
-                     f" | {d['logpd']:+.3f} | {ref['log_mmd_mean']:.2f} / {arm['log_mmd_mean']:.2f} | "
-                     f"{d['log_mmd']:+.2f} | {'passed' if r['passed'] else 'failed'} |")
+        lines.append(f"| {EQUALITY_ARM_LABELS[folder]} | {arm['seeds']} | {at:,} | {window} | "
+                     f"{ref['logpd_mean']:.3f} / {arm['logpd_mean']:.3f} | {d['logpd']:+.3f} | "
+                     f"{ref['log_mmd_mean']:.2f} / {arm['log_mmd_mean']:.2f} | {d['log_mmd']:+.2f} | "
+                     f"{'passed' if r['passed'] else 'failed'} |")
     return "\n".join(lines)
 
 
@@ -442,8 +445,8 @@ def speed_table() -> str:
 def step_precision_table() -> str:
     """Every row of benchmarks/results/bench_step_h200_*.json (benchmarks/bench_step.py, iterations only): ms per
     iteration and per seed-iteration under each --thin_layer_grad / --hidden_dtype, then each file's command."""
-    lines = ["| method | seeds | `--mode` | `--thin_layer_grad` | `--hidden_dtype` | ms / iteration | ms / seed-iteration "
-             "| card | torch | date | file |", "|" + "---|" * 11]
+    lines = ["| method | seeds | `--mode` | `--thin_layer_grad` | `--hidden_dtype` | ms / iteration "
+             "| ms / seed-iteration | card | torch | date | file |", "|" + "---|" * 11]
     commands = []
     for path in sorted((ROOT / "benchmarks" / "results").glob("bench_step_h200_*.json")):
         data = json.loads(path.read_text())
@@ -592,7 +595,8 @@ HIGHDIM_PI500 = [  # folders under results/highdim: one schedule, --power_interv
 HIGHDIM_PI500_STAGES = (10_000, 20_000, 30_000, 45_000, 55_000, 65_000, 80_000)
 HIGHDIM_FIXES = [  # folders under results/highdim: the candidate fixes on HIGHDIM_PI500's schedule, --weight sigma
     ("d8_pi500/gauss_d8_s150_pi500_wsigma", "VarDiU Gaussian, K = 0", "shared by 3"),
-    ("d8_pi500/gauss_d8_s150_pi500_prior20_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 20`", "shared by 3"),
+    ("d8_pi500/gauss_d8_s150_pi500_prior20_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 20`",
+     "shared by 3"),
     ("d8_pi500/gauss_d8_s150_pi500_iw8_wsigma", "VarDiU Gaussian, `--iw_samples 8`", "alone"),
     ("d8_pi500/gauss_d8_s150_pi500_prior20_iw8_wsigma_mm",
      "VarDiU Gaussian, `--iw_samples 8 --prior_proposals_sigma 20 --thin_layer_grad matmul`", "shared by 3"),
