@@ -623,9 +623,11 @@ HIGHDIM_LONG = [  # folders under results/highdim: the paper's annealing speed, 
      "VarDiU Gaussian, `--iw_samples 8 --weight sigma --thin_layer_grad matmul`", "alone"),
     ("d8_schedule_long/gauss_d8_s150_slow_prior5_wsigma",
      "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 5 --weight sigma`", "shared by 3"),
+    ("d8_schedule_long/gauss_d8_s150_slow_prior5_wsigma_si2000",
+     "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 5 --weight sigma`, to 250k", "alone"),
     ("d8_schedule_long/di1_d8_s150_slow_wsigma", "Diff-Instruct score_step 1, `--weight sigma`", "alone"),
 ]
-HIGHDIM_LONG_STAGES = (30_000, 60_000, 75_000, 86_000, 90_000, 110_000, 139_000, 180_000, 227_000)
+HIGHDIM_LONG_STAGES = (30_000, 60_000, 76_000, 86_000, 90_000, 110_000, 138_000, 180_000, 226_000, 250_000)
 HIGHDIM_CPU_PILOT = [  # folders under results/highdim: small networks on the CPU, --power_interval 500
     ("cpu_pilot/gauss_d8_w128_pi500_wsigma", "VarDiU Gaussian, K = 0", "CPU, shared by 2"),
     ("cpu_pilot/gauss_d8_w128_pi500_prior20_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 20`",
@@ -639,6 +641,12 @@ HIGHDIM_D32 = [  # d = 32, --sigma_max 250, the same schedule as HIGHDIM_PI500, 
     ("d32_pi500/di1_d32_s250_pi500_wsigma_si2000", "Diff-Instruct score_step 1", "shared by 3"),
 ]
 HIGHDIM_D32_STAGES = (10_000, 20_000, 28_000, 40_000, 46_000, 56_000, 64_000, 74_000)
+HIGHDIM_D32_PI1000 = [  # d = 32, --sigma_max 250, the paper's annealing speed (--power_interval 1000), --weight sigma
+    ("d32_pi1000/gauss_d32_s250_pi1000_prior10_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 10`",
+     "shared by 2"),
+    ("d32_pi1000/di1_d32_s250_pi1000_wsigma", "Diff-Instruct score_step 1", "shared by 2"),
+]
+HIGHDIM_D32_PI1000_STAGES = (10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 70_000, 78_000, 84_000)
 
 
 def capacity_table() -> str:
@@ -666,6 +674,21 @@ def proposal_ess_table() -> str:
              "|" + "---|" * (1 + len(found))]
     for k, row in enumerate(found[0]["rows"]):
         cells = [f"{r['rows'][k]['ess_median']:.1f} ({r['rows'][k]['ess_p10']:.1f})" for r in found]
+        lines.append(f"| {row['sigma']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bound_vs_modes_table() -> str:
+    """experiments/bound_vs_modes.py results (results/highdim/bound_vs_modes/*.json): per sigma, d and n, the share
+    of the divergence's pull from m modes towards all 40 that the prior-proposal bound keeps, m = 20 (m = 1); a dash
+    where that share's standard error is above 0.1 (the divergence's own difference is then near the noise)."""
+    found = sorted((json.loads(p.read_text()) for p in (RESULTS / "highdim" / "bound_vs_modes").glob("*.json")),
+                   key=lambda r: (r["dim"], r["draws"]))
+    lines = ["| sigma | " + " | ".join(f"d = {r['dim']}, n = {r['draws']}" for r in found) + " |",
+             "|" + "---|" * (1 + len(found))]
+    for k, row in enumerate(found[0]["rows"]):
+        shares = [[r["rows"][k]["by_m"][m] for m in ("20", "1")] for r in found]
+        cells = ["{} ({})".format(*(f"{e['kept']:.2f}" if e["kept_se"] <= 0.1 else "–" for e in pair)) for pair in shares]
         lines.append(f"| {row['sigma']:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -719,8 +742,11 @@ BLOCKS = {
     "highdim-prior-sigma-stages": lambda: highdim_run_stages(HIGHDIM_PRIOR_SIGMA, HIGHDIM_PRIOR_SIGMA_STAGES),
     "highdim-d32-table": lambda: highdim_run_table(HIGHDIM_D32),
     "highdim-d32-stages": lambda: highdim_run_stages(HIGHDIM_D32, HIGHDIM_D32_STAGES),
+    "highdim-d32-pi1000-table": lambda: highdim_run_table(HIGHDIM_D32_PI1000),
+    "highdim-d32-pi1000-stages": lambda: highdim_run_stages(HIGHDIM_D32_PI1000, HIGHDIM_D32_PI1000_STAGES),
     "highdim-capacity-table": capacity_table,
     "highdim-proposal-ess-table": proposal_ess_table,
+    "highdim-bound-vs-modes-table": bound_vs_modes_table,
     "equality-table": lambda: summary_table(EQUALITY_ROWS, 10),
     "authors-teacher-trajectory": lambda: trajectory_table(
         [Row("authors_teacher", "vardiu_gaussian_teacher", "`paper` recipe, the authors' teacher"),

@@ -1,0 +1,64 @@
+"""experiments/bound_vs_modes.py: the divergence and the prior-proposal bound of m-mode generators, against their
+closed-form limits, and the script's result file."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from experiments.bound_vs_modes import kl_and_bound, main
+from utils.registry import make_target
+from utils.targets import GaussianMixture
+
+
+def mixtures(dim: int, m: int) -> tuple[GaussianMixture, GaussianMixture]:
+    target = make_target("mog40", dim)
+    target.means = target.means.double()
+    generator = GaussianMixture(target.means[:m], target.std)
+    generator.means = generator.means.double()
+    return generator, target
+
+
+def test_the_divergence_of_m_separated_modes_is_log_40_over_m():
+    # at d = 8 the means are tens of stds apart, so KL(p_m || p_d) = log(40 / m) to many digits
+    for m in (1, 5, 40):
+        generator, target = mixtures(8, m)
+        kl, _ = kl_and_bound(generator, target, 0.5, 256, 4, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(kl, torch.full((4,), math.log(40 / m), dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def test_the_bound_is_above_the_divergence():
+    for sigma in (2.0, 10.0):
+        generator, target = mixtures(8, 10)
+        kl, bound = kl_and_bound(generator, target, sigma, 256, 8, torch.Generator().manual_seed(1))
+        gap = bound - kl
+        assert gap.mean() > 3 * gap.std() / math.sqrt(8)  # the gap of an upper bound: positive beyond the noise
+
+
+def test_at_vanishing_noise_the_bound_is_flat_in_m():
+    # sigma -> 0: each row's own draw carries all the weight, so the bound's integrand tends to
+    # log N(sigma eps; 0, sigma^2 I) - log n - log p_d(x0), whose mean does not depend on m, while the
+    # divergence's difference stays log(40 / m)
+    gen = torch.Generator().manual_seed(2)
+    kl1, bound1 = kl_and_bound(*mixtures(8, 1), 0.01, 512, 8, gen)
+    kl40, bound40 = kl_and_bound(*mixtures(8, 40), 0.01, 512, 8, gen)
+    assert abs(float(kl1.mean() - kl40.mean()) - math.log(40)) < 1e-3
+    assert abs(float(bound1.mean() - bound40.mean())) < 0.15  # against log 40 = 3.69
+
+
+def test_the_script_writes_its_rows_and_never_overwrites(tmp_path, capsys):
+    out = tmp_path / "d8.json"
+    result = main(["--dim", "8", "--draws", "128", "--batches", "4", "--modes", "1", "--sigmas", "0.01,20",
+                   "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["rows"] == result["rows"] and saved["modes"] == [1, 40]
+    low, high = (row["by_m"]["1"] for row in saved["rows"])
+    assert abs(low["kept"]) < 0.1 < 0.9 < high["kept"]  # none of the pull at sigma 0.01, nearly all at 20
+    assert "kept" not in saved["rows"][0]["by_m"]["40"]
+    with pytest.raises(SystemExit) as exc:
+        main(["--dim", "8", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exists" in err[-1]
