@@ -46,29 +46,12 @@ def seed_stats(seeds: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarra
     return iters, times.mean(0), values.mean(0), values.std(0)
 
 
-@exit_on_usage_error
-def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("folder", help="a folder of run folders <name>_seed<N>")
-    p.add_argument("--out", required=True, help="the figure to write (.png)")
-    p.add_argument("--runs", default=None, help="comma-separated run names to draw (default: every run in the folder)")
-    a = p.parse_args(argv)
-    groups = grouped_runs(Path(a.folder))
-    if not groups:
-        raise UsageError(f"{a.folder}: no run folders <name>_seed<N> with a metrics.csv")
-    if a.runs is not None:
-        names = a.runs.split(",")
-        unknown = [name for name in names if name not in groups]
-        if unknown:
-            raise UsageError(f"--runs: no run folders {', '.join(unknown)}_seed<N> in {a.folder} "
-                             f"(there: {', '.join(sorted(groups))})")
-        groups = {name: groups[name] for name in names}
-    missing = [name for name, seeds in groups.items() if any(k not in seeds[0][0] for k, _ in PANELS)]
-    if missing:
-        raise UsageError(f"{', '.join(missing)}: no high-dimensional metrics (runs with --dim > 2 have them)")
+def figure(groups: dict[str, list[list[dict]]]) -> plt.Figure:
+    """Each metric of PANELS against iterations (top row) and training time (bottom row), one curve (seed mean,
+    shaded ± std) per run of ``groups``, coloured C0, C1, ... in the dict's order."""
     fig, axes = plt.subplots(2, len(PANELS), figsize=(10, 5.6), squeeze=False)
     tops = np.zeros(len(PANELS))  # y-range: the means after each run's first 3 evaluations (the start jumps)
-    for k, (name, seeds) in enumerate(sorted(groups.items())):
+    for k, (name, seeds) in enumerate(groups.items()):
         for col, (key, label) in enumerate(PANELS):
             iters, times, mean, std = seed_stats(seeds, key)
             tops[col] = max(tops[col], float(np.max(mean[3:], initial=0.0)))
@@ -88,9 +71,34 @@ def main(argv: list[str] | None = None) -> Path:
                 axes[row][col].set_ylim(0, 1.1 * tops[col] or None)
     fig.legend(loc="lower center", ncol=3, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folder", help="a folder of run folders <name>_seed<N>")
+    p.add_argument("--out", required=True, help="the figure to write (.png)")
+    p.add_argument("--runs", default=None,
+                   help="comma-separated run names to draw, in this order (default: every run in the folder, sorted)")
+    a = p.parse_args(argv)
+    groups = grouped_runs(Path(a.folder))
+    if not groups:
+        raise UsageError(f"{a.folder}: no run folders <name>_seed<N> with a metrics.csv")
+    names = sorted(groups) if a.runs is None else a.runs.split(",")
+    unknown = [name for name in names if name not in groups]
+    if unknown:
+        raise UsageError(f"--runs: no run folders {', '.join(unknown)}_seed<N> in {a.folder} "
+                         f"(there: {', '.join(sorted(groups))})")
+    groups = {name: groups[name] for name in names}
+    missing = [name for name, seeds in groups.items() if any(k not in seeds[0][0] for k, _ in PANELS)]
+    if missing:
+        raise UsageError(f"{', '.join(missing)}: no high-dimensional metrics (runs with --dim > 2 have them)")
+    fig = figure(groups)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
+    plt.close(fig)
     print(f"wrote {out}")
     return out
 

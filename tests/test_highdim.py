@@ -58,7 +58,7 @@ def test_a_target_without_that_dimension_is_a_usage_error():
     assert make_target("mog40", 32).dim == 32
 
 
-def test_highdim_figure_draws_runs_by_name_and_refuses_2d_runs(tmp_path):
+def test_highdim_figure_draws_runs_by_name_and_refuses_2d_runs(tmp_path, monkeypatch):
     """experiments/highdim_figure.py: one curve per run name from its seeds' rows; runs without the
     high-dimensional columns are one line."""
     import csv as _csv
@@ -90,6 +90,16 @@ def test_highdim_figure_draws_runs_by_name_and_refuses_2d_runs(tmp_path):
     fake("b", 0, ["energy", "mode_tv", "modes"])
     out = highdim_figure.main([str(tmp_path / "runs"), "--runs", "b,a", "--out", str(tmp_path / "fig3.png")])
     assert out.is_file()
+    # the curves follow the dict's order (main passes --runs' order): b is drawn first, in C0
+    groups = highdim_figure.grouped_runs(tmp_path / "runs")
+    fig = highdim_figure.figure({"b": groups["b"], "a": groups["a"]})
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["b", "a"] and [line.get_color() for line in lines] == ["C0", "C1"]
+    drawn = []
+    real_figure = highdim_figure.figure
+    monkeypatch.setattr(highdim_figure, "figure", lambda g: drawn.append(list(g)) or real_figure(g))
+    highdim_figure.main([str(tmp_path / "runs"), "--runs", "b,a", "--out", str(tmp_path / "fig5.png")])
+    assert drawn == [["b", "a"]]
     with pytest.raises(SystemExit) as exc:
         highdim_figure.main([str(tmp_path / "runs"), "--runs", "a,c", "--out", str(tmp_path / "fig4.png")])
     assert exc.value.code == 2
