@@ -593,29 +593,32 @@ HIGHDIM_PI500 = [  # folders under results/highdim: one schedule, --power_interv
     ("d8_pi500/di1_d8_s150_pi500_wsigma", "Diff-Instruct score_step 1, `--weight sigma`", "alone"),
 ]
 HIGHDIM_PI500_STAGES = (10_000, 20_000, 30_000, 45_000, 55_000, 65_000, 80_000)
+# rows of HIGHDIM_PI500's schedule with --weight sigma that more than one table below shows
+PI500_PRIOR20 = ("d8_pi500/gauss_d8_s150_pi500_prior20_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 20`",
+                 "shared by 3")
+PI500_IW8 = ("d8_pi500/gauss_d8_s150_pi500_iw8_wsigma", "VarDiU Gaussian, `--iw_samples 8`", "alone")
+PI500_DI = ("d8_pi500/di1_d8_s150_pi500_wsigma", "Diff-Instruct score_step 1", "alone")
 HIGHDIM_FIXES = [  # folders under results/highdim: the candidate fixes on HIGHDIM_PI500's schedule, --weight sigma
     ("d8_pi500/gauss_d8_s150_pi500_wsigma", "VarDiU Gaussian, K = 0", "shared by 3"),
-    ("d8_pi500/gauss_d8_s150_pi500_prior20_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 20`",
-     "shared by 3"),
-    ("d8_pi500/gauss_d8_s150_pi500_iw8_wsigma", "VarDiU Gaussian, `--iw_samples 8`", "alone"),
+    PI500_PRIOR20,
+    PI500_IW8,
     ("d8_pi500/gauss_d8_s150_pi500_prior20_iw8_wsigma_mm",
      "VarDiU Gaussian, `--iw_samples 8 --prior_proposals_sigma 20 --thin_layer_grad matmul`", "shared by 3"),
     ("d8_pi500/gauss_d8_s150_pi500_iw32_wsigma_mm", "VarDiU Gaussian, `--iw_samples 32 --thin_layer_grad matmul`",
      "shared by 3"),
-    ("d8_pi500/di1_d8_s150_pi500_wsigma", "Diff-Instruct score_step 1", "alone"),
+    PI500_DI,
 ]
 HIGHDIM_FIXES_STAGES = (5_000, 10_000, 17_000, 30_000, 45_000, 60_000, 84_000)
 HIGHDIM_PRIOR_SIGMA = [  # folders under results/highdim: K = 0 with prior proposals from lower noise (HIGHDIM_FIXES)
-    ("d8_pi500/gauss_d8_s150_pi500_prior20_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 20`",
-     "shared by 3"),
+    PI500_PRIOR20,
     ("d8_pi500/gauss_d8_s150_pi500_prior10_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 10`",
      "shared by 4"),
     ("d8_pi500/gauss_d8_s150_pi500_prior5_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 5`",
      "shared by 4"),
     ("d8_pi500/gauss_d8_s150_pi500_prior1_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 1`",
      "shared by 3"),
-    ("d8_pi500/gauss_d8_s150_pi500_iw8_wsigma", "VarDiU Gaussian, `--iw_samples 8`", "alone"),
-    ("d8_pi500/di1_d8_s150_pi500_wsigma", "Diff-Instruct score_step 1", "alone"),
+    PI500_IW8,
+    PI500_DI,
 ]
 HIGHDIM_PRIOR_SIGMA_STAGES = (10_000, 20_000, 30_000, 40_000, 45_000, 56_000, 64_000, 86_000)
 HIGHDIM_LONG = [  # folders under results/highdim: the paper's annealing speed, --power_interval 1000 (p = 2 at 190k)
@@ -688,7 +691,8 @@ def bound_vs_modes_table() -> str:
              "|" + "---|" * (1 + len(found))]
     for k, row in enumerate(found[0]["rows"]):
         shares = [[r["rows"][k]["by_m"][m] for m in ("20", "1")] for r in found]
-        cells = ["{} ({})".format(*(f"{e['kept']:.2f}" if e["kept_se"] <= 0.1 else "–" for e in pair)) for pair in shares]
+        cells = ["{} ({})".format(*(f"{e['kept']:.2f}" if e["kept_se"] <= 0.1 else "–" for e in pair))
+                 for pair in shares]
         lines.append(f"| {row['sigma']:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
