@@ -120,6 +120,12 @@ def parse_gpus(spec: str | None, inherited: str | None = None) -> list[str]:
     return [visible[int(g)] for g in indices]
 
 
+def missing_inputs(grid: dict, methods: list[str]) -> dict[str, str]:
+    """The files the ``methods`` of ``grid`` read (RecipeMethod.needs) that do not exist here: path -> the command
+    that makes it."""
+    return {path: command for m in methods for path, command in grid[m].needs if not Path(path).is_file()}
+
+
 def print_recipes(recipes: list[str]) -> None:
     for recipe in recipes:
         print(f"recipe {recipe}: {RECIPE_SUMMARIES[recipe]}")
@@ -291,8 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     for job in [j for j, cmd in commands.items() if cmd is None]:
         print(f"{job}: already at --max_iter {a.max_iter}; nothing to do")
     jobs = [(m, cmd) for m, cmd in commands.items() if cmd is not None]
+    missing = missing_inputs(grid, [m for _, m, _ in blocks])
+    if missing and not a.dry_run:
+        raise UsageError(f"{', '.join(missing)}: missing; make {'it' if len(missing) == 1 else 'them'} first with: "
+                         + " && ".join(missing.values()))
     if a.dry_run:
         print(f"# recipe {recipe}: {RECIPE_SUMMARIES[recipe]}")
+        for path, command in missing.items():
+            print(f"# first ({path} is missing): {command}")
         for i, (method, cmd) in enumerate(jobs):
             gpu = f"CUDA_VISIBLE_DEVICES={gpus[i % len(gpus)]} " if gpus else ""
             print(f"{gpu}{shlex.join(cmd)}")

@@ -141,6 +141,36 @@ def test_recipes_hold_the_stated_flags():
         prior = f"--prior_proposals_sigma {HIGHDIM_PRIOR_PROPOSALS_SIGMA[dim]}"
         assert (prior in flags) == ("--precondition" in flags) == key.startswith("vardiu")
         assert "--iw_samples" not in flags
+        # Diff-Instruct beyond 2-D starts from a teacher of its d, which run_grid checks for (d = 2: the shipped one)
+        needs = RECIPES["highdim"][key].needs
+        if key.startswith("di_") and dim > 2:
+            (path, command), = needs
+            assert f"--teacher_ckpt {path}" in flags and f"--dim {dim} " in command + " "
+        else:
+            assert not needs and "--teacher_ckpt" not in flags
+
+
+def test_run_grid_refuses_a_highdim_grid_whose_teacher_is_missing_and_runs_once_it_exists(tmp_path):
+    grid = ["run_grid.py", "--recipe", "highdim", "--methods", "di_ss1_true_d8", "--seeds", "0", "--gpus", ""]
+    res = run_script(*grid, "--out_dir", str(tmp_path / "grid"), cwd=tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert "runs/teacher_d8_40k/teacher.pt: missing" in res.stderr and "train_teacher.py --dim 8 " in res.stderr
+    assert not (tmp_path / "grid").exists()
+    res = run_script(*grid, "--dry_run", cwd=tmp_path)
+    assert res.returncode == 0
+    assert "# first (runs/teacher_d8_40k/teacher.pt is missing): python train_teacher.py" in res.stdout
+    # a tiny teacher at the recipe's path (the command's flags, small networks): the grid then trains from it
+    tiny = ["--width", "16", "--depth", "1", "--batch_size", "32", "--eval_samples", "100", "--show_iter", "5",
+            "--device", "cpu", "--plot_every", "0"]
+    res = run_script("train_teacher.py", "--dim", "8", "--sigma_max", "150", "--max_iter", "5", "--name",
+                     "teacher_d8_40k", *tiny, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    res = run_script(*grid, "--dry_run", cwd=tmp_path)
+    assert res.returncode == 0 and "# first" not in res.stdout
+    res = run_script(*grid, "--max_iter", "5", "--out_dir", str(tmp_path / "grid"), "--", *tiny, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    config = json.loads((tmp_path / "grid" / "highdim" / "di_ss1_true_d8_seed0" / "config.json").read_text())
+    assert config["teacher_ckpt"] == "runs/teacher_d8_40k/teacher.pt" and config["dim"] == 8
 
 
 def test_summary_compares_seeds_of_different_lengths_at_their_common_iterations(tmp_path):

@@ -11,8 +11,8 @@ Recipes:
     published  the README's published commands verbatim (per-sample sigma2 weights, power capped at 2.0).
     highdim    MoG40 beyond 2-D (d = 2, 8, 32, 128), true score, VarDiU Gaussian and NSF with --precondition
                and prior proposals (--prior_proposals_sigma from HIGHDIM_PRIOR_PROPOSALS_SIGMA), Diff-Instruct
-               score_step 1 and 10; every method of a d on one schedule: --weight sigma, uncapped power,
-               --sigma_max from HIGHDIM_SIGMA_MAX.
+               score_step 1 and 10 (beyond 2-D from the teacher of their d, ``highdim_teacher``); every method of
+               a d on one schedule: --weight sigma, uncapped power, --sigma_max from HIGHDIM_SIGMA_MAX.
     teacher_study
                the teacher-collapse study: VarDiU (Gaussian, NSF) and Diff-Instruct score_step 1 with the shipped
                teacher, the matched schedule (per-sample uniform weights, uncapped power; Diff-Instruct also
@@ -32,6 +32,7 @@ class RecipeMethod:
     script: str
     flags: tuple[str, ...]
     label: str
+    needs: tuple[tuple[str, str], ...] = ()  # (file the run reads, the command that makes it), checked by run_grid
 
 
 SCORES = {"true": (("--true_score",), "*", ""), "teacher": ((), "", " (teacher)")}
@@ -69,6 +70,19 @@ HIGHDIM_SIGMA_MAX = {2: 20, 8: 150, 32: 250, 128: 420}
 # From S up the bound keeps 0.94 or more of the divergence's pull from 20 modes towards all 40
 # (results/highdim/bound_vs_modes); well below S it keeps little of it.
 HIGHDIM_PRIOR_PROPOSALS_SIGMA = {2: 2, 8: 5, 32: 10, 128: 20}
+# highdim's Diff-Instruct students start from an EDM teacher of their d, as the paper's baseline does (with
+# --true_score the teacher only initialises the student's score network): the 40,000-iteration teacher of
+# docs/high-dimensional.md, sampled from twice --sigma_max, written by train_teacher.py to runs/; d = 2 takes the
+# shipped MoG40 teacher
+HIGHDIM_TEACHER_ITERATIONS = 40_000
+
+
+def highdim_teacher(dim: int, sigma_max: int) -> tuple[str, str]:
+    """(the teacher file highdim's Diff-Instruct rows at ``dim`` read, the command that trains it)."""
+    name = f"teacher_d{dim}_{HIGHDIM_TEACHER_ITERATIONS // 1000}k"
+    return (f"runs/{name}/teacher.pt",
+            f"python train_teacher.py --dim {dim} --sigma_max {sigma_max} --sampler_sigma_max {2 * sigma_max} "
+            f"--max_iter {HIGHDIM_TEACHER_ITERATIONS} --show_iter 10000 --eval_samples 5000 --name {name}")
 
 
 def _recipes() -> dict[str, dict[str, RecipeMethod]]:
@@ -96,10 +110,12 @@ def _recipes() -> dict[str, dict[str, RecipeMethod]]:
         flags = ("--dim", str(dim), "--sigma_min", "0.1", "--sigma_max", str(sigma_max), "--weight", "sigma",
                  "--power_uncapped")
         vardiu_flags = flags + ("--precondition", "--prior_proposals_sigma", str(HIGHDIM_PRIOR_PROPOSALS_SIGMA[dim]))
+        teacher = () if dim == 2 else (highdim_teacher(dim, sigma_max),)
+        di_flags = flags + ("--anneal_power",) + tuple(f for path, _ in teacher for f in ("--teacher_ckpt", path))
         for key, method in (vardiu("gaussian", "true", vardiu_flags), vardiu("nsf", "true", vardiu_flags),
-                            diff_instruct(1, "true", flags + ("--anneal_power",)),
-                            diff_instruct(10, "true", flags + ("--anneal_power",))):
-            highdim[f"{key}_d{dim}"] = RecipeMethod(method.script, method.flags, f"{method.label}, d = {dim}")
+                            diff_instruct(1, "true", di_flags), diff_instruct(10, "true", di_flags)):
+            highdim[f"{key}_d{dim}"] = RecipeMethod(method.script, method.flags, f"{method.label}, d = {dim}",
+                                                    teacher if key.startswith("di_") else ())
     return {"paper": paper, "matched": matched, "published": published, "teacher_study": teacher_study,
             "highdim": highdim}
 
