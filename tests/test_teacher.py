@@ -265,6 +265,14 @@ def test_bad_teacher_input_gives_one_line_and_exit_code_2(tmp_path, args, messag
     assert not (tmp_path / "runs").exists()
 
 
+def test_diff_instruct_beyond_2d_without_a_teacher_names_the_command_that_makes_one(tmp_path):
+    # its student starts from a teacher even with --true_score, and none ships for d = 8
+    res = run_script("train_diff_instruct.py", "--true_score", "--dim", "8", "--out_dir", str(tmp_path / "runs"))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "train_teacher.py --dim 8 " in res.stderr and "--teacher_ckpt" in res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("argv,message", [(["--out_dir", "AFILE"], "is a file, not a folder"),
                                           (["--name", "a/b"], "must be a single folder name"),
                                           (["--sigma_data", "nan"], "--sigma_data must be a finite number")])

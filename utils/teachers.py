@@ -35,8 +35,9 @@ def teacher_path(path: str | Path | None, target: GaussianMixture) -> Path:
     if path is not None:
         return Path(path)
     if target.name not in SHIPPED_TEACHERS:
-        raise UsageError(f"no teacher ships for --target {target.name}; train one with train_teacher.py "
-                         "and pass --teacher_ckpt, or use --true_score or --teacher kde")
+        raise UsageError(f"no teacher ships for --target {target.name}; train one with python train_teacher.py "
+                         f"--dim {target.dim} and pass its teacher.pt as --teacher_ckpt (VarDiU can use --true_score "
+                         "or --teacher kde instead; Diff-Instruct's student always starts from a teacher)")
     return SHIPPED_TEACHERS[target.name]
 
 
