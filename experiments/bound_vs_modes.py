@@ -16,8 +16,7 @@ drop from m = 40 to m modes, bound_m - bound_40, is then less than the divergenc
 log(40 / m) once the modes are apart. Their ratio ``kept`` is the share of the pull towards the balanced mixture
 that the bound keeps at that sigma: 1, all of it (the gap does not depend on m); 0, none (the bound is flat in m
 and the generator feels no force to spread); below 0, the bound prefers the collapsed generator. Each value is a
-mean over --batches batches of n rows, with its standard error over batches (the kl and bound of one m share
-their draws).
+mean over --batches batches of n rows, with its standard error over batches (``kept_share``).
 """
 from __future__ import annotations
 
@@ -53,13 +52,13 @@ def kl_and_bound(generator: GaussianMixture, target: GaussianMixture, sigma: flo
 def kept_share(kl_m: torch.Tensor, bound_m: torch.Tensor, kl_all: torch.Tensor, bound_all: torch.Tensor
                ) -> tuple[float, float]:
     """(bound_m - bound_all) / (kl_m - kl_all) from per-batch values [batches], and its standard error by the
-    delta method over batches (the four series are independent across m)."""
-    num, den = bound_m.mean() - bound_all.mean(), kl_m.mean() - kl_all.mean()
-    b = kl_m.numel()
-    var_num = (bound_m.var() + bound_all.var()) / b
-    var_den = (kl_m.var() + kl_all.var()) / b
-    ratio = num / den
-    return float(ratio), float((var_num + ratio.pow(2) * var_den).sqrt() / den.abs())
+    delta method for a ratio of means: the standard error of the per-batch residual
+    (bound_m - bound_all) - ratio * (kl_m - kl_all), divided by |kl_m - kl_all| (one m's kl and bound share their
+    draws, so the residual carries their covariance; batch b of m and of all 40 are independent)."""
+    num, den = bound_m - bound_all, kl_m - kl_all
+    ratio = num.mean() / den.mean()
+    residual = num - ratio * den
+    return float(ratio), float(residual.std() / math.sqrt(residual.numel()) / den.mean().abs())
 
 
 @exit_on_usage_error
