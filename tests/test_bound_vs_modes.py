@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from experiments.bound_vs_modes import kl_and_bound, main
+from experiments.bound_vs_modes import kept_share, kl_and_bound, main
 from utils.registry import make_target
 from utils.targets import GaussianMixture
 
@@ -46,6 +46,18 @@ def test_at_vanishing_noise_the_bound_is_flat_in_m():
     kl40, bound40 = kl_and_bound(*mixtures(8, 40), 0.01, 512, 8, gen)
     assert abs(float(kl1.mean() - kl40.mean()) - math.log(40)) < 1e-3
     assert abs(float(bound1.mean() - bound40.mean())) < 0.15  # against log 40 = 3.69
+
+
+def test_the_kept_share_and_its_standard_error():
+    gen = torch.Generator().manual_seed(3)
+    kl_m, kl_all = 1.0 + 0.1 * torch.randn(8, generator=gen), 0.1 * torch.randn(8, generator=gen)
+    # a bound whose per-batch drop is exactly half the divergence's: share 0.5, no spread of the residual
+    ratio, se = kept_share(kl_m, 0.5 * kl_m + 3.0, kl_all, 0.5 * kl_all + 3.0)
+    assert abs(ratio - 0.5) < 1e-6 and se < 1e-6
+    # independent noise of std 0.1 on each bound: the residual's std is about sqrt(2) * 0.1 (+ the kl noise's share)
+    ratio, se = kept_share(kl_m, kl_m + 0.1 * torch.randn(8, generator=gen), kl_all,
+                           kl_all + 0.1 * torch.randn(8, generator=gen))
+    assert abs(ratio - 1.0) < 0.3 and 0.02 < se < 0.12
 
 
 def test_the_script_writes_its_rows_and_never_overwrites(tmp_path, capsys):
