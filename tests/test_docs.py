@@ -59,3 +59,15 @@ def test_readme_is_short():
 def test_nothing_cites_files_outside_the_repository(path):
     text = path.read_text(errors="replace")
     assert "DESIGN.md" not in text and "../shared" not in text, f"{path.relative_to(ROOT)} cites a file a clone lacks"
+
+
+def test_the_highdim_teacher_commands_on_the_page_are_the_recipes():
+    """docs/high-dimensional.md's "What remains" trains the teachers that run_grid's highdim recipe reads, with the
+    recipe's own commands (utils.recipes.highdim_teacher), so following the page makes the files the grid needs."""
+    from utils.recipes import HIGHDIM_SIGMA_MAX, highdim_teacher
+
+    page = (ROOT / "docs" / "high-dimensional.md").read_text()
+    remains = page[page.index("## What remains"):]
+    for dim, sigma_max in HIGHDIM_SIGMA_MAX.items():
+        if dim > 2:
+            assert highdim_teacher(dim, sigma_max)[1] in remains, dim
