@@ -425,37 +425,39 @@ def equality_criterion_table(arms: list[tuple[str, int, int]]) -> str:
     return "\n".join(lines)
 
 
+def benchmark_rows_table(pattern: str, header: list[str], cells) -> str:
+    """One markdown row per row of every benchmarks/results/<pattern> file, ``cells(data, row)`` giving its cells
+    under ``header``, each file named in the last column; then the command that wrote each file."""
+    lines = ["| " + " | ".join(header + ["file"]) + " |", "|" + "---|" * (len(header) + 1)]
+    commands = []
+    for path in sorted((ROOT / "benchmarks" / "results").glob(pattern)):
+        data = json.loads(path.read_text())
+        commands.append(f"- `{path.name}`: `{data['command']}`")
+        lines += ["| " + " | ".join(cells(data, r) + [f"`{path.name}`"]) + " |" for r in data["rows"]]
+    return "\n".join(lines + [""] + commands)
+
+
 def speed_table() -> str:
     """Every row of benchmarks/results/bench_wall_*.json: ms per iteration with and without evaluation, then the
     command that wrote each file. A row whose run failed says so."""
-    lines = ["| method | seeds | `--mode` | ms / iteration | of it training | card | torch | file |",
-             "|---|---|---|---|---|---|---|---|"]
-    commands = []
-    for path in sorted((ROOT / "benchmarks" / "results").glob("bench_wall_*.json")):
-        data = json.loads(path.read_text())
-        commands.append(f"- `{path.name}`: `{data['command']}`")
-        for r in data["rows"]:
-            timing = (f"{r['ms_per_it']:.3f} | {r['train_ms_per_it']:.3f}" if not r.get("failed")
-                      else f"failed: {r['error'].split(': ')[-1]} | ")
-            lines.append(f"| {r['method']} | {r['seeds']} | {r['mode']} | {timing} | {data['device']} | "
-                         f"{data['torch']} | `{path.name}` |")
-    return "\n".join(lines + [""] + commands)
+    def cells(data: dict, r: dict) -> list[str]:
+        timing = ([f"{r['ms_per_it']:.3f}", f"{r['train_ms_per_it']:.3f}"] if not r.get("failed")
+                  else [f"failed: {r['error'].split(': ')[-1]}", ""])
+        return [r["method"], str(r["seeds"]), r["mode"], *timing, data["device"], data["torch"]]
+    return benchmark_rows_table("bench_wall_*.json", ["method", "seeds", "`--mode`", "ms / iteration",
+                                                      "of it training", "card", "torch"], cells)
 
 
 def step_precision_table() -> str:
     """Every row of benchmarks/results/bench_step_h200_*.json (benchmarks/bench_step.py, iterations only): ms per
     iteration and per seed-iteration under each --thin_layer_grad / --hidden_dtype, then each file's command."""
-    lines = ["| method | seeds | `--mode` | `--thin_layer_grad` | `--hidden_dtype` | ms / iteration "
-             "| ms / seed-iteration | card | torch | date | file |", "|" + "---|" * 11]
-    commands = []
-    for path in sorted((ROOT / "benchmarks" / "results").glob("bench_step_h200_*.json")):
-        data = json.loads(path.read_text())
-        commands.append(f"- `{path.name}`: `{data['command']}`")
-        for r in data["rows"]:
-            lines.append(f"| {r['method']} | {r['seeds']} | {r['mode']} | {r.get('thin_layer_grad', 'exact')} | "
-                         f"{r.get('hidden_dtype', 'float32')} | {r['ms_per_it']:.3f} | {r['ms_per_seed_it']:.3f} | "
-                         f"{data['device_name']} | {data['torch']} | {data.get('date', 'undated')} | `{path.name}` |")
-    return "\n".join(lines + [""] + commands)
+    def cells(data: dict, r: dict) -> list[str]:
+        return [r["method"], str(r["seeds"]), r["mode"], r.get("thin_layer_grad", "exact"),
+                r.get("hidden_dtype", "float32"), f"{r['ms_per_it']:.3f}", f"{r['ms_per_seed_it']:.3f}",
+                data["device_name"], data["torch"], data.get("date", "undated")]
+    return benchmark_rows_table("bench_step_h200_*.json", ["method", "seeds", "`--mode`", "`--thin_layer_grad`",
+                                                           "`--hidden_dtype`", "ms / iteration", "ms / seed-iteration",
+                                                           "card", "torch", "date"], cells)
 
 
 def grid_cost_table() -> str:
