@@ -33,6 +33,13 @@ from utils.run_io import write_result
 from utils.targets import GaussianMixture
 
 
+def float64_mixture(means: torch.Tensor, std: float) -> GaussianMixture:
+    """An equal-weight mixture of N(means_k, std^2 I) whose means stay float64 (the constructor keeps float32)."""
+    mixture = GaussianMixture(means, std)
+    mixture.means = means.double()
+    return mixture
+
+
 def kl_and_bound(generator: GaussianMixture, target: GaussianMixture, sigma: float, draws: int, batches: int,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Per batch: the mean over its ``draws`` rows of log p_m,sigma(x_t) - log p_d,sigma(x_t) (the divergence's
@@ -82,13 +89,11 @@ def main(argv: list[str] | None = None) -> dict:
                          "in 1..40")
     if Path(a.out).exists():
         raise UsageError(f"--out {a.out} exists; pick a new path (results are never overwritten)")
-    target = make_target("mog40", a.dim)
-    target.means = target.means.double()
+    mog40 = make_target("mog40", a.dim)
+    target = float64_mixture(mog40.means, mog40.std)
     gen = torch.Generator().manual_seed(a.seed)
     order = torch.randperm(40, generator=gen)
-    generators = {m: GaussianMixture(target.means[order[:m]], target.std) for m in modes}
-    for g in generators.values():
-        g.means = g.means.double()
+    generators = {m: float64_mixture(mog40.means[order[:m]], mog40.std) for m in modes}
     rows = []
     for sigma in sigmas:
         series = {m: kl_and_bound(generators[m], target, sigma, a.draws, a.batches, gen) for m in modes}
