@@ -633,6 +633,17 @@ HIGHDIM_LONG = [  # folders under results/highdim: the paper's annealing speed, 
     ("d8_schedule_long/di1_d8_s150_slow_wsigma", "Diff-Instruct score_step 1, `--weight sigma`", "alone"),
 ]
 HIGHDIM_LONG_STAGES = (30_000, 60_000, 76_000, 86_000, 90_000, 110_000, 138_000, 180_000, 226_000, 250_000)
+HIGHDIM_D8_SAMPLES = [  # d = 8, --weight sigma, prior proposals from sigma 5: more samples per step of the power
+    ("d8_schedule_long/gauss_d8_s150_slow_prior5_wsigma_si2000",
+     "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 5`, `--power_interval 1000`", "alone"),
+    ("d8_schedule_long/gauss_d8_s150_slow_prior5_b4k_wsigma",
+     "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 5`, `--power_interval 1000 --batch_size 4096`", "alone"),
+    ("d8_pi2000/gauss_d8_s150_pi2000_prior5_wsigma",
+     "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 5`, `--power_interval 2000`", "alone"),
+    ("d8_schedule_long/di1_d8_s150_slow_wsigma", "Diff-Instruct score_step 1, `--power_interval 1000`", "alone"),
+    ("d8_pi2000/di1_d8_s150_pi2000_wsigma", "Diff-Instruct score_step 1, `--power_interval 2000`", "alone"),
+]
+HIGHDIM_D8_SAMPLES_STAGES = (40_000, 70_000, 92_000, 120_000, 140_000, 180_000, 226_000, 240_000, 280_000)
 HIGHDIM_CPU_PILOT = [  # folders under results/highdim: small networks on the CPU, --power_interval 500
     ("cpu_pilot/gauss_d8_w128_pi500_wsigma", "VarDiU Gaussian, K = 0", "CPU, shared by 2"),
     ("cpu_pilot/gauss_d8_w128_pi500_prior20_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 20`",
@@ -742,6 +753,8 @@ BLOCKS = {
     "highdim-fixes-stages": lambda: highdim_run_stages(HIGHDIM_FIXES, HIGHDIM_FIXES_STAGES),
     "highdim-long-table": lambda: highdim_run_table(HIGHDIM_LONG),
     "highdim-long-stages": lambda: highdim_run_stages(HIGHDIM_LONG, HIGHDIM_LONG_STAGES),
+    "highdim-d8-samples-table": lambda: highdim_run_table(HIGHDIM_D8_SAMPLES),
+    "highdim-d8-samples-stages": lambda: highdim_run_stages(HIGHDIM_D8_SAMPLES, HIGHDIM_D8_SAMPLES_STAGES),
     "highdim-cpu-pilot-table": lambda: highdim_run_table(HIGHDIM_CPU_PILOT),
     "highdim-cpu-pilot-stages": lambda: highdim_run_stages(HIGHDIM_CPU_PILOT, HIGHDIM_CPU_PILOT_STAGES),
     "highdim-prior-sigma-table": lambda: highdim_run_table(HIGHDIM_PRIOR_SIGMA),

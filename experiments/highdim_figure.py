@@ -2,6 +2,7 @@
 
     python experiments/highdim_figure.py results/highdim/d8_schedule --out docs/figures/highdim/d8_schedule.png
     python experiments/highdim_figure.py results/highdim/d8_pi500 --runs gauss_d8_s150_pi500,di1_d8_s150_pi500_wsigma --out f.png
+    python experiments/highdim_figure.py results/highdim --runs d8_pi500/gauss_d8_s150_pi500,d8_schedule/di1_d8_s150_slow --out f.png
 
 Run folders ``<name>_seed<N>`` are grouped by name; each panel shows the mean over a run's seeds (shaded: ± one
 std) of energy distance, mode-weight error and modes covered, per evaluation that every seed reached, against the
@@ -80,17 +81,23 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("folder", help="a folder of run folders <name>_seed<N>")
     p.add_argument("--out", required=True, help="the figure to write (.png)")
     p.add_argument("--runs", default=None,
-                   help="comma-separated run names to draw, in this order (default: every run in the folder, sorted)")
+                   help="comma-separated run names to draw, in this order, each a name in the folder or sub/name in "
+                        "a folder under it (default: every run in the folder, sorted)")
     a = p.parse_args(argv)
-    groups = grouped_runs(Path(a.folder))
-    if not groups:
-        raise UsageError(f"{a.folder}: no run folders <name>_seed<N> with a metrics.csv")
-    names = sorted(groups) if a.runs is None else a.runs.split(",")
-    unknown = [name for name in names if name not in groups]
-    if unknown:
-        raise UsageError(f"--runs: no run folders {', '.join(unknown)}_seed<N> in {a.folder} "
-                         f"(there: {', '.join(sorted(groups))})")
-    groups = {name: groups[name] for name in names}
+    folder = Path(a.folder)
+    if a.runs is None:
+        groups = grouped_runs(folder)
+        if not groups:
+            raise UsageError(f"{a.folder}: no run folders <name>_seed<N> with a metrics.csv")
+    else:
+        groups = {}
+        for name in a.runs.split(","):  # "name" in folder, or "sub/name" in folder/sub
+            sub, _, base = name.rpartition("/")
+            found = grouped_runs(folder / sub)
+            if base not in found:
+                raise UsageError(f"--runs: no run folders {base}_seed<N> in {folder / sub} "
+                                 f"(there: {', '.join(sorted(found)) or 'none'})")
+            groups[name] = found[base]
     missing = [name for name, seeds in groups.items() if any(k not in seeds[0][0] for k, _ in PANELS)]
     if missing:
         raise UsageError(f"{', '.join(missing)}: no high-dimensional metrics (runs with --dim > 2 have them)")

@@ -103,3 +103,12 @@ def test_highdim_figure_draws_runs_by_name_and_refuses_2d_runs(tmp_path, monkeyp
     with pytest.raises(SystemExit) as exc:
         highdim_figure.main([str(tmp_path / "runs"), "--runs", "a,c", "--out", str(tmp_path / "fig4.png")])
     assert exc.value.code == 2
+    # runs from several folders: "sub/name" under the folder given, drawn under that name
+    (tmp_path / "other").mkdir()
+    (tmp_path / "runs" / "b_seed0").rename(tmp_path / "other" / "b_seed0")
+    drawn.clear()
+    highdim_figure.main([str(tmp_path), "--runs", "runs/a,other/b", "--out", str(tmp_path / "fig6.png")])
+    assert drawn == [["runs/a", "other/b"]]
+    with pytest.raises(SystemExit) as exc:
+        highdim_figure.main([str(tmp_path), "--runs", "other/a", "--out", str(tmp_path / "fig7.png")])
+    assert exc.value.code == 2
