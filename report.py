@@ -710,6 +710,26 @@ def bound_vs_modes_table() -> str:
     return "\n".join(lines)
 
 
+def prior_force_table() -> str:
+    """experiments/prior_force.py results (results/highdim/prior_force/d<D>.json): per d and sigma, the exact force's
+    root mean square, then per pool size n the bound's and the pathwise estimate's root-mean-square error, each with
+    its cosine to the exact force in brackets (a dash: no exact force to compare with)."""
+    found = sorted((json.loads(p.read_text()) for p in (RESULTS / "highdim" / "prior_force").glob("*.json")),
+                   key=lambda r: r["dim"])
+    sizes = sorted({row["draws"] for r in found for row in r["rows"]})
+    lines = ["| d | sigma | exact force | " + " | ".join(f"{name}, n = {n}" for n in sizes for name in ("bound", "pathwise"))
+             + " |", "|" + "---|" * (3 + 2 * len(sizes))]
+    cos = lambda c: "–" if c is None else f"{c:.2f}"  # noqa: E731
+    for r in found:
+        for sigma in dict.fromkeys(row["sigma"] for row in r["rows"]):
+            by_n = {row["draws"]: row for row in r["rows"] if row["sigma"] == sigma}
+            signal = np.mean([row["signal"] for row in by_n.values()])
+            cells = [f"{by_n[n][f'{name}_error']:.2g} ({cos(by_n[n][f'{name}_cos'])})"
+                     for n in sizes for name in ("bound", "pathwise")]
+            lines.append(f"| {r['dim']} | {sigma:g} | {signal:.2g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def gap_table(probes: list[tuple[str, str]]) -> str:
     """experiments/bound_gap.py results: per noise level and probe, gap in nats (gap gradient / KL gradient, ess)."""
     found = [(json.loads((RESULTS / "highdim" / "gap" / f"{name}.json").read_text()), label) for name, label in probes]
@@ -766,6 +786,7 @@ BLOCKS = {
     "highdim-capacity-table": capacity_table,
     "highdim-proposal-ess-table": proposal_ess_table,
     "highdim-bound-vs-modes-table": bound_vs_modes_table,
+    "highdim-prior-force-table": prior_force_table,
     "equality-table": lambda: summary_table(EQUALITY_ROWS, 10),
     "authors-teacher-trajectory": lambda: trajectory_table(
         [Row("authors_teacher", "vardiu_gaussian_teacher", "`paper` recipe, the authors' teacher"),

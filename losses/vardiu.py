@@ -20,6 +20,10 @@ tighter K-sample bound (docs/method.md, section 2)
 (z_0 = z, the draw that made x_t, is an exact posterior sample), and the posterior keeps its maximum-likelihood
 objective on z_0. Above a noise level S (``prior_proposals_sigma``) the proposals can instead be the batch's other
 draws of z, prior samples that cost no generator pass (``prior_log_average``): U_{n-1} with the prior as proposal.
+Its generator gradient there can instead be the pathwise one (``prior_proposals_grad="pathwise"``): the pool of
+draws held fixed, so the generator follows grad_x log phat(x_t) - s_d(x_t), phat the pool's kernel average, and
+drops the pool's own term, whose mean is zero for the exact density (E_x grad_theta log p_theta(x) = 0; Roeder et
+al. 2017's "sticking the landing"); the bound's value is unchanged.
 Every function here is free of host synchronisations (no .item(), no validating distributions).
 """
 from __future__ import annotations
@@ -38,6 +42,7 @@ from models.networks import LOG_2PI, diagonal_normal_log_prob
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 WEIGHT_REDUCTIONS = ("sample", "batch")
+PRIOR_PROPOSALS_GRADS = ("bound", "pathwise")
 
 
 def weighted_mean(w: torch.Tensor, values: torch.Tensor, reduction: str = "sample") -> torch.Tensor:
@@ -123,7 +128,7 @@ def prior_log_average(x0: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor, 
 def vardiu_loss(generator: nn.Module, posterior: nn.Module, noise: NoiseBatch, target_score: ScoreFn,
                 weight: WeightFn, target_log_prob: Optional[LogProbFn] = None, control_variate: bool = False,
                 reduction: str = "sample", iw_samples: int = 0, prior_proposals_sigma: float = 0.0,
-                distinct: int | None = None) -> LossOutput:
+                distinct: int | None = None, prior_proposals_grad: str = "bound") -> LossOutput:
     """The VarDiU surrogate for one batch.
 
     Args:
@@ -148,7 +153,14 @@ def vardiu_loss(generator: nn.Module, posterior: nn.Module, noise: NoiseBatch, t
             (``prior_log_average``) in place of the posterior's K (any K >= 0); the posterior's loss is unchanged.
             Each row's term is an upper bound of its own, so the total is one. 0: off.
         distinct: how many leading rows of the batch hold distinct z (B / 2 with antithetic pairs, else B).
+        prior_proposals_grad: the generator's gradient on those rows. ``bound``: the bound's, through x_t and
+            through the pool g(z_j) (each row's own draw cancels: x_t - g(z_i) = sigma eps). ``pathwise``: through
+            x_t only, the pool detached: sum_j softmax_j(-|x_t - g(z_j)|^2 / 2 sigma^2) (g(z_j) - x_t) / sigma^2,
+            the pool's kernel score, in place of the generator's score; consistent as the pool grows, not a
+            bound's gradient (``experiments/prior_force.py`` measures both against the divergence's).
     """
+    if prior_proposals_grad not in PRIOR_PROPOSALS_GRADS:
+        raise ValueError(f"unknown prior_proposals_grad {prior_proposals_grad!r}; expected one of {PRIOR_PROPOSALS_GRADS}")
     x0 = generator(noise.z)
     sigma = noise.sigma
     x_t = x0 + sigma.unsqueeze(-1) * noise.eps
@@ -159,7 +171,8 @@ def vardiu_loss(generator: nn.Module, posterior: nn.Module, noise: NoiseBatch, t
             score = score + noise.eps / sigma.unsqueeze(-1)
     prior_rows = sigma >= prior_proposals_sigma if prior_proposals_sigma else None  # [B], or None: off
     if prior_rows is not None:
-        prior_avg = prior_log_average(x0, x_t, sigma, distinct or x0.shape[0])
+        pool = x0.detach() if prior_proposals_grad == "pathwise" else x0
+        prior_avg = prior_log_average(pool, x_t, sigma, distinct or x0.shape[0])
     if iw_samples == 0 and prior_rows is None:
         log_q = posterior.log_prob(noise.z, x_t, sigma)
         loss = -weighted_mean(w, log_q + (score * x0).sum(-1), reduction)
@@ -203,6 +216,7 @@ class VarDiULoss:
     reduction: str = "sample"
     iw_samples: int = 0
     prior_proposals_sigma: float = 0.0
+    prior_proposals_grad: str = "bound"
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -213,5 +227,6 @@ class VarDiULoss:
         generator, posterior = nets["generator"], nets["posterior"]
         out = vardiu_loss(generator, posterior, self.noise.draw(generator.dim, power), self.target_score,
                           self.weight, self.target_log_prob, self.control_variate, self.reduction, self.iw_samples,
-                          self.prior_proposals_sigma, self.noise.batch_size // 2 if self.noise.antithetic else None)
+                          self.prior_proposals_sigma, self.noise.batch_size // 2 if self.noise.antithetic else None,
+                          self.prior_proposals_grad)
         return {"loss": out.loss} if out.bound is None else {"loss": out.loss, "bound": out.bound}

@@ -111,6 +111,7 @@ BAD_INPUTS = [
     (["--lr", "inf"], "--lr must be a finite number"),
     (["--iw_samples", "-1"], "--iw_samples must be 0"),
     (["--prior_proposals_sigma", "-1"], "--prior_proposals_sigma must be 0 (off)"),
+    (["--prior_proposals_grad", "pathwise"], "--prior_proposals_grad pathwise acts on the --prior_proposals_sigma rows"),
     (["--iw_samples", "2", "--posterior", "PLF", "--max_iter", "2"], "inverts by bisection"),
 ]
 

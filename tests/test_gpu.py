@@ -50,6 +50,7 @@ D8 = ["--true_score", "--dim", "8", "--sigma_max", "150", "--precondition", "--w
     ("diff_instruct", ["--true_score", "--score_step", "3", "--reference_generator_input"]),
     ("teacher", ["--batch_size", "1024"]),
     ("vardiu_gaussian", D8 + ["--prior_proposals_sigma", "5"]),
+    ("vardiu_gaussian", D8 + ["--prior_proposals_sigma", "5", "--prior_proposals_grad", "pathwise"]),
     ("vardiu_gaussian", D8 + ["--iw_samples", "8", "--prior_proposals_sigma", "20"]),
 ])
 def test_training_iteration_has_no_host_synchronisation(method, flags):

@@ -10,7 +10,7 @@ from typing import Callable
 
 
 from losses.noise import WEIGHT_POWERS
-from losses.vardiu import WEIGHT_REDUCTIONS
+from losses.vardiu import PRIOR_PROPOSALS_GRADS, WEIGHT_REDUCTIONS
 from models.networks import HIDDEN_DTYPES, THIN_LAYER_GRADS
 from utils import interrupt
 from utils.errors import RunIOError, UsageError
@@ -179,6 +179,11 @@ def add_vardiu_flags(parser: argparse.ArgumentParser) -> None:
                         "samples: B/2 - 1 with antithetic pairs) as its importance proposals in place of the "
                         "posterior's, at no extra generator pass; below S, --iw_samples as given; the posterior's "
                         "loss is unchanged. 0 (default): off")
+    g.add_argument("--prior_proposals_grad", default="bound", choices=PRIOR_PROPOSALS_GRADS,
+                   help="the generator's gradient on the --prior_proposals_sigma rows. bound (default): the bound's, "
+                        "through x_t and through every draw of the batch's pool; pathwise: through x_t only, the pool "
+                        "held fixed (the pool's kernel score in place of the generator's: lower variance, not a "
+                        "bound's gradient; docs/high-dimensional.md)")
     g.add_argument("--weight_reduction", default="sample", choices=WEIGHT_REDUCTIONS,
                    help="sample: loss -mean(w * L), each sample weighted by its own w(sigma) (the paper); batch: "
                         "-mean(w) * mean(L), what the authors' scripts compute (their [B, 1] weight broadcasts "
@@ -236,6 +241,9 @@ def validate_training_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--time_limit must be 0 (none) or positive minutes, got {args.time_limit}")
     if getattr(args, "power_step", 0) < 0:
         raise UsageError(f"--power_step must be 0 or positive, got {args.power_step}")
+    if getattr(args, "prior_proposals_grad", "bound") != "bound" and not args.prior_proposals_sigma:
+        raise UsageError("--prior_proposals_grad pathwise acts on the --prior_proposals_sigma rows; give "
+                         "--prior_proposals_sigma S > 0 too, or drop it")
     if getattr(args, "prior_proposals_sigma", 0.0) < 0:
         raise UsageError(f"--prior_proposals_sigma must be 0 (off) or a positive noise level, got "
                          f"{args.prior_proposals_sigma}")

@@ -46,7 +46,7 @@ def vardiu_method(generator: nn.Module, posterior: nn.Module, flags: argparse.Na
     loss = VarDiULoss(noise_sampler(flags, device), make_weight(flags.weight, flags.sigma_max),
                       score_source(flags, target, device), target.log_prob,
                       use_control_variate(flags.control_variate, flags.true_score), flags.weight_reduction,
-                      flags.iw_samples, flags.prior_proposals_sigma)
+                      flags.iw_samples, flags.prior_proposals_sigma, flags.prior_proposals_grad)
     return Method(networks={"generator": generator, "posterior": posterior},
                   learning_rates={"generator": flags.lr, "posterior": flags.posterior_lr or flags.lr},
                   updates=[Update(loss, ("generator", "posterior"), objective="loss")],
