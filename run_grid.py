@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     for job in [j for j, cmd in commands.items() if cmd is None]:
         print(f"{job}: already at --max_iter {a.max_iter}; nothing to do")
     jobs = [(m, cmd) for m, cmd in commands.items() if cmd is not None]
-    missing = missing_inputs(grid, [m for _, m, _ in blocks])
+    missing = missing_inputs(grid, [m for job, m, _ in blocks if commands[job] is not None])  # only jobs that run
     if missing and not a.dry_run:
         raise UsageError(f"{', '.join(missing)}: missing; make {'it' if len(missing) == 1 else 'them'} first with: "
                          + " && ".join(missing.values()))

@@ -171,6 +171,12 @@ def test_run_grid_refuses_a_highdim_grid_whose_teacher_is_missing_and_runs_once_
     assert res.returncode == 0, res.stdout + res.stderr
     config = json.loads((tmp_path / "grid" / "highdim" / "di_ss1_true_d8_seed0" / "config.json").read_text())
     assert config["teacher_ckpt"] == "runs/teacher_d8_40k/teacher.pt" and config["dim"] == 8
+    # once its runs are at --max_iter, --resume has nothing to run and no longer needs the teacher
+    (tmp_path / "runs" / "teacher_d8_40k" / "teacher.pt").unlink()
+    res = run_script(*grid, "--max_iter", "5", "--out_dir", str(tmp_path / "grid"), "--resume", "--", *tiny, cwd=tmp_path)
+    assert res.returncode == 0 and "already at --max_iter 5; nothing to do" in res.stdout, res.stdout + res.stderr
+    res = run_script(*grid, "--max_iter", "10", "--out_dir", str(tmp_path / "grid"), "--resume", "--", *tiny, cwd=tmp_path)
+    assert res.returncode == 2 and "runs/teacher_d8_40k/teacher.pt: missing" in res.stderr
 
 
 def test_summary_compares_seeds_of_different_lengths_at_their_common_iterations(tmp_path):
