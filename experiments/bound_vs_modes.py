@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -38,6 +39,16 @@ def float64_mixture(means: torch.Tensor, std: float) -> GaussianMixture:
     mixture = GaussianMixture(means, std)
     mixture.means = means.double()
     return mixture
+
+
+def mode_subsets(dim: int, seed: int) -> tuple[GaussianMixture, Callable[[int], GaussianMixture], torch.Generator]:
+    """(float64 MoG40 in ``dim``; m -> the equal-weight float64 mixture, the target's std, on the m modes that a
+    permutation seeded ``seed`` lists first; that seeded random generator, for the batches' draws)."""
+    mog40 = make_target("mog40", dim)
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(40, generator=gen)
+    return (float64_mixture(mog40.means, mog40.std),
+            lambda m: float64_mixture(mog40.means[order[:m]], mog40.std), gen)
 
 
 def kl_and_bound(generator: GaussianMixture, target: GaussianMixture, sigma: float, draws: int, batches: int,
@@ -89,11 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "in 1..40")
     if Path(a.out).exists():
         raise UsageError(f"--out {a.out} exists; pick a new path (results are never overwritten)")
-    mog40 = make_target("mog40", a.dim)
-    target = float64_mixture(mog40.means, mog40.std)
-    gen = torch.Generator().manual_seed(a.seed)
-    order = torch.randperm(40, generator=gen)
-    generators = {m: float64_mixture(mog40.means[order[:m]], mog40.std) for m in modes}
+    target, on_modes, gen = mode_subsets(a.dim, a.seed)
+    generators = {m: on_modes(m) for m in modes}
     rows = []
     for sigma in sigmas:
         series = {m: kl_and_bound(generators[m], target, sigma, a.draws, a.batches, gen) for m in modes}

@@ -31,10 +31,9 @@ from pathlib import Path
 
 import torch
 
-from experiments.bound_vs_modes import float64_mixture
+from experiments.bound_vs_modes import mode_subsets
 from losses.vardiu import prior_log_average
 from utils.cli import UsageError, exit_on_usage_error
-from utils.registry import make_target
 from utils.run_io import write_result
 from utils.targets import GaussianMixture
 
@@ -98,11 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "positive, --modes in 1..40")
     if Path(a.out).exists():
         raise UsageError(f"--out {a.out} exists; pick a new path (results are never overwritten)")
-    mog40 = make_target("mog40", a.dim)
-    target = float64_mixture(mog40.means, mog40.std)
-    gen = torch.Generator().manual_seed(a.seed)
-    order = torch.randperm(40, generator=gen)
-    generator = float64_mixture(mog40.means[order[:a.modes]], mog40.std)
+    target, on_modes, gen = mode_subsets(a.dim, a.seed)
+    generator = on_modes(a.modes)
     rows = []
     for sigma in sigmas:
         for n in draws:
