@@ -131,3 +131,11 @@ def assert_training_stays_finite_and_moves_every_network(method: str, flags: lis
     for name, old in before.items():
         assert any(not torch.equal(o, p) for o, p in zip(old, trainer.nets.parameters(name))), name
     return trainer
+
+
+def mog40_mixtures(dim: int, m: int):
+    """(a float64 generator on MoG40's first m modes, float64 MoG40) in ``dim`` dimensions: exact samplers for
+    experiments/bound_vs_modes.py and prior_force.py."""
+    from experiments.bound_vs_modes import float64_mixture
+    mog40 = make_target("mog40", dim)
+    return float64_mixture(mog40.means[:m], mog40.std), float64_mixture(mog40.means, mog40.std)

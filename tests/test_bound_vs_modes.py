@@ -8,28 +8,22 @@ import math
 import pytest
 import torch
 
-from experiments.bound_vs_modes import float64_mixture, kept_share, kl_and_bound, main
-from utils.registry import make_target
-from utils.targets import GaussianMixture
+from conftest import mog40_mixtures
 
-
-def mixtures(dim: int, m: int) -> tuple[GaussianMixture, GaussianMixture]:
-    """(a float64 generator on MoG40's first m modes, float64 MoG40)."""
-    mog40 = make_target("mog40", dim)
-    return float64_mixture(mog40.means[:m], mog40.std), float64_mixture(mog40.means, mog40.std)
+from experiments.bound_vs_modes import kept_share, kl_and_bound, main
 
 
 def test_the_divergence_of_m_separated_modes_is_log_40_over_m():
     # at d = 8 the means are tens of stds apart, so KL(p_m || p_d) = log(40 / m) to many digits
     for m in (1, 5, 40):
-        generator, target = mixtures(8, m)
+        generator, target = mog40_mixtures(8, m)
         kl, _ = kl_and_bound(generator, target, 0.5, 256, 4, torch.Generator().manual_seed(0))
         torch.testing.assert_close(kl, torch.full((4,), math.log(40 / m), dtype=torch.float64), atol=1e-6, rtol=0)
 
 
 def test_the_bound_is_above_the_divergence():
     for sigma in (2.0, 10.0):
-        generator, target = mixtures(8, 10)
+        generator, target = mog40_mixtures(8, 10)
         kl, bound = kl_and_bound(generator, target, sigma, 256, 8, torch.Generator().manual_seed(1))
         gap = bound - kl
         assert gap.mean() > 3 * gap.std() / math.sqrt(8)  # the gap of an upper bound: positive beyond the noise
@@ -40,8 +34,8 @@ def test_at_vanishing_noise_the_bound_is_flat_in_m():
     # log N(sigma eps; 0, sigma^2 I) - log n - log p_d(x0), whose mean does not depend on m, while the
     # divergence's difference stays log(40 / m)
     gen = torch.Generator().manual_seed(2)
-    kl1, bound1 = kl_and_bound(*mixtures(8, 1), 0.01, 512, 8, gen)
-    kl40, bound40 = kl_and_bound(*mixtures(8, 40), 0.01, 512, 8, gen)
+    kl1, bound1 = kl_and_bound(*mog40_mixtures(8, 1), 0.01, 512, 8, gen)
+    kl40, bound40 = kl_and_bound(*mog40_mixtures(8, 40), 0.01, 512, 8, gen)
     assert abs(float(kl1.mean() - kl40.mean()) - math.log(40)) < 1e-3
     assert abs(float(bound1.mean() - bound40.mean())) < 0.15  # against log 40 = 3.69
 

@@ -7,18 +7,13 @@ import json
 import pytest
 import torch
 
-from experiments.bound_vs_modes import float64_mixture
+from conftest import mog40_mixtures
+
 from experiments.prior_force import forces, main, summarise
-from utils.registry import make_target
-
-
-def mixtures(dim, m):
-    mog40 = make_target("mog40", dim)
-    return float64_mixture(mog40.means[:m], mog40.std), float64_mixture(mog40.means, mog40.std)
 
 
 def test_a_generator_on_the_target_feels_no_exact_force():
-    generator, target = mixtures(8, 40)
+    generator, target = mog40_mixtures(8, 40)
     got = forces(generator, target, 20.0, 64, torch.Generator().manual_seed(0))
     assert got["exact"].abs().max() < 1e-12
     assert got["bound"].abs().max() > 1e-4 and got["pathwise"].abs().max() > 1e-4  # the estimates' own error
@@ -27,7 +22,7 @@ def test_a_generator_on_the_target_feels_no_exact_force():
 def test_the_forces_by_hand():
     """Replaying the batch's random numbers: pathwise is the pool's kernel score minus the target's score, summed
     over a draw's two rows; bound is the surrogate's derivative, checked by central differences."""
-    generator, target = mixtures(8, 10)
+    generator, target = mog40_mixtures(8, 10)
     sigma, n = 10.0, 16
     got = forces(generator, target, sigma, n, torch.Generator().manual_seed(1))
     gen = torch.Generator().manual_seed(1)
@@ -56,7 +51,7 @@ def test_the_forces_by_hand():
 
 
 def test_the_pathwise_error_is_below_the_bounds_and_both_fall_with_the_pool():
-    generator, target = mixtures(8, 20)
+    generator, target = mog40_mixtures(8, 20)
     gen = torch.Generator().manual_seed(2)
     rows = {n: summarise([forces(generator, target, 20.0, n, gen) for _ in range(3)]) for n in (128, 1024)}
     for row in rows.values():
