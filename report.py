@@ -657,6 +657,13 @@ HIGHDIM_CPU_PATHWISE = [  # small networks on the CPU, --power_interval 200: the
      "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 5 --prior_proposals_grad pathwise`", "CPU, shared by 2"),
 ]
 HIGHDIM_CPU_PATHWISE_STAGES = (2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 18_000, 20_000)
+HIGHDIM_CPU_PATHWISE_PI1000 = [  # the same small networks at the paper's annealing speed, --power_interval 1000
+    ("cpu_pathwise/gauss_d8_w64_pi1000_prior5_wsigma", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 5`",
+     "CPU, shared by 2"),
+    ("cpu_pathwise/gauss_d8_w64_pi1000_prior5_path_wsigma",
+     "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 5 --prior_proposals_grad pathwise`", "CPU, shared by 2"),
+]
+HIGHDIM_CPU_PATHWISE_PI1000_STAGES = (10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 70_000, 80_000, 90_000)
 HIGHDIM_D32 = [  # d = 32, --sigma_max 250, the same schedule as HIGHDIM_PI500, --weight sigma
     ("d32_pi500/gauss_d32_s250_pi500_iw8_wsigma", "VarDiU Gaussian, `--iw_samples 8`", "alone"),
     ("d32_pi500/gauss_d32_s250_pi500_prior10_wsigma_si2000", "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 10`",
@@ -788,6 +795,9 @@ BLOCKS = {
     "highdim-prior-sigma-stages": lambda: highdim_run_stages(HIGHDIM_PRIOR_SIGMA, HIGHDIM_PRIOR_SIGMA_STAGES),
     "highdim-cpu-pathwise-table": lambda: highdim_run_table(HIGHDIM_CPU_PATHWISE),
     "highdim-cpu-pathwise-stages": lambda: highdim_run_stages(HIGHDIM_CPU_PATHWISE, HIGHDIM_CPU_PATHWISE_STAGES),
+    "highdim-cpu-pathwise-pi1000-table": lambda: highdim_run_table(HIGHDIM_CPU_PATHWISE_PI1000),
+    "highdim-cpu-pathwise-pi1000-stages": lambda: highdim_run_stages(HIGHDIM_CPU_PATHWISE_PI1000,
+                                                                     HIGHDIM_CPU_PATHWISE_PI1000_STAGES),
     "highdim-d32-table": lambda: highdim_run_table(HIGHDIM_D32),
     "highdim-d32-stages": lambda: highdim_run_stages(HIGHDIM_D32, HIGHDIM_D32_STAGES),
     "highdim-d32-pi1000-table": lambda: highdim_run_table(HIGHDIM_D32_PI1000),

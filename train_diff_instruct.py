@@ -1,4 +1,5 @@
-"""Diff-Instruct, the paper's baseline, on a 2-D mixture target: the same flags, loop and outputs as VarDiU.
+"""Diff-Instruct, the paper's baseline, on a mixture target (MoG40 in --dim dimensions): the same flags,
+loop and outputs as VarDiU.
 
     python train_diff_instruct.py -true_score --sigma_min 0.1 --sigma_max 20 --power 2.0 --weight sigma2 --score_step 10 --seed 0
 

@@ -1,6 +1,7 @@
-"""Train an EDM-style teacher denoiser D(x, sigma) on samples of a 2-D mixture target.
+"""Train an EDM-style teacher denoiser D(x, sigma) on samples of a mixture target (MoG40 in --dim dimensions).
 
     python train_teacher.py --target mog40 --device cuda:0
+    python train_teacher.py --dim 8 --sigma_max 150 --sampler_sigma_max 300 --max_iter 40000   # beyond 2-D
 
 Trains on a fixed set of --num_train_samples target samples, sigma ~ U[sigma_min, sigma_max] (or log-uniform with
 --sigma_sampling log_uniform), EDM weighting, and

@@ -1,4 +1,4 @@
-"""VarDiU with a Gaussian posterior q(z | x_t, sigma) on a 2-D mixture target.
+"""VarDiU with a Gaussian posterior q(z | x_t, sigma) on a mixture target (MoG40 in --dim dimensions).
 
     python train_upper_diffusion.py -true_score --sigma_min 0.1 --sigma_max 20 --power 2.0 --weight sigma2 --seed 0
 

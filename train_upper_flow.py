@@ -1,4 +1,5 @@
-"""VarDiU with a normalising-flow posterior q(z | x_t, sigma) (NSF splines or planar flows) on a 2-D mixture.
+"""VarDiU with a normalising-flow posterior q(z | x_t, sigma) (NSF splines or planar flows) on a mixture
+target (MoG40 in --dim dimensions).
 
     python train_upper_flow.py -true_score --sigma_min 0.1 --sigma_max 20 --power 2.0 --weight sigma2 --seed 0 --flow_type NSF --flow_length 4
 
