@@ -662,6 +662,8 @@ HIGHDIM_CPU_PATHWISE_PI1000 = [  # the same small networks at the paper's anneal
      "CPU, shared by 2"),
     ("cpu_pathwise/gauss_d8_w64_pi1000_prior5_path_wsigma",
      "VarDiU Gaussian, K = 0, `--prior_proposals_sigma 5 --prior_proposals_grad pathwise`", "CPU, shared by 2"),
+    ("cpu_pathwise/di1_d8_w64_pi1000_wsigma", "Diff-Instruct score_step 1 (teacher width 64, depth 2)",
+     "CPU, alone, 2 threads"),
 ]
 HIGHDIM_CPU_PATHWISE_PI1000_STAGES = (10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 70_000, 80_000, 90_000)
 HIGHDIM_D32 = [  # d = 32, --sigma_max 250, the same schedule as HIGHDIM_PI500, --weight sigma
